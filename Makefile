@@ -1,0 +1,32 @@
+# `make demo` and `make test` set up .venv themselves (pinned CPU stack) and then run.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LOCK := requirements/cpu-lock.txt
+
+.PHONY: demo test bench clean-venv
+
+$(STAMP): pyproject.toml $(LOCK)
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and by exact version: on these machines pip finds the CPU wheel on disk;
+	# left to the resolver, a range would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,ray,dev]'
+	# PyPI's torchvision/torchaudio/torchcodec builds need CUDA and break transformers'
+	# imports next to CPU torch; triton is 1 GB and unused on CPU.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ensemble demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_vote.py
+
+clean-venv:
+	rm -rf $(VENV)

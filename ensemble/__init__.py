@@ -1,0 +1,3 @@
+"""ensemble: measure the collective intelligence of LoRA populations."""
+
+__version__ = "0.1.0"

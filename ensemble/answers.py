@@ -1,0 +1,270 @@
+"""The answers table: loading, validation, and voter pools for voting.
+
+An answers table has one row per (condition, model_id, problem_id, sample) with the
+columns ``condition, model_id, problem_id, sample, answer, gold`` and optionally
+``correct`` (see the run-directory contract in docs/architecture.md).  A run directory
+holds it as ``answers/<condition>/<model_id>.parquet``; a single file may be
+``.parquet``, ``.csv`` or ``.jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REQUIRED = ("condition", "model_id", "problem_id", "sample", "answer", "gold")
+KEY = ["condition", "model_id", "problem_id", "sample"]
+COLLABORATION = "collaboration"
+REPETITION = "repetition"
+CONDITIONS = (COLLABORATION, REPETITION)
+
+
+class AnswersError(ValueError):
+    """The answers input breaks the table's rules; the message names the place and fix."""
+
+
+class MissingAnswersWarning(UserWarning):
+    """Some voter has no row for some problem; it counts as no answer."""
+
+
+def answer_files(path: Path) -> list[Path]:
+    """The answer files behind INPUT: one file, or ``answers/**.parquet`` of a run dir."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        root = path / "answers" if (path / "answers").is_dir() else path
+        files = sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+        if not files:
+            raise AnswersError(
+                f"{path}: no answers/**.parquet files; run `ensemble answer` first or pass "
+                "an answers file (.parquet, .csv, .jsonl)"
+            )
+        return files
+    raise AnswersError(f"{path}: no such file or directory")
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype={"answer": "string", "gold": "string"},
+                               keep_default_na=False, na_values=[""])
+        if suffix in (".jsonl", ".json"):
+            return pd.read_json(path, lines=suffix == ".jsonl", dtype={"answer": str, "gold": str})
+    except (ValueError, OSError) as exc:
+        raise AnswersError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from exc
+    raise AnswersError(f"{path}: unknown format {suffix!r}; use .parquet, .csv or .jsonl")
+
+
+def _canonical(values: pd.Series) -> pd.Series:
+    """Strings with surrounding blanks removed; empty strings and nulls become <NA>."""
+    out = values.astype("string").str.strip()
+    return out.mask(out == "", pd.NA)
+
+
+def load_answers(path: Path) -> tuple[pd.DataFrame, str]:
+    """Read and validate an answers file or run directory.
+
+    Returns
+    -------
+    (table, sha256)
+        The table with canonical dtypes and a hash of the input bytes (files in order).
+    """
+    files = answer_files(Path(path))
+    digest = hashlib.sha256()
+    frames = []
+    for f in files:
+        digest.update(f.name.encode())
+        digest.update(f.read_bytes())
+        df = _read_one(f)
+        missing = [c for c in REQUIRED if c not in df.columns]
+        if missing:
+            raise AnswersError(
+                f"{f}: missing column(s) {', '.join(missing)}; an answers table needs "
+                f"{', '.join(REQUIRED)} (correct is optional)"
+            )
+        df = df.assign(_file=str(f), _row=np.arange(len(df)) + (2 if f.suffix == ".csv" else 1))
+        frames.append(df)
+    table = pd.concat(frames, ignore_index=True)
+    if table.empty:
+        raise AnswersError(f"{path}: no answer rows")
+    validate(table)
+    cols = list(REQUIRED) + (["correct"] if "correct" in table.columns else [])
+    out = pd.DataFrame(
+        {
+            "condition": table["condition"].astype("string").str.strip(),
+            "model_id": table["model_id"].astype("string").str.strip(),
+            "problem_id": table["problem_id"].astype("string").str.strip(),
+            "sample": table["sample"].astype(np.int64),
+            "answer": _canonical(table["answer"]),
+            "gold": _canonical(table["gold"]),
+        }
+    )
+    if "correct" in cols:
+        out["correct"] = table["correct"].astype("boolean")
+    return out, digest.hexdigest()
+
+
+def _where(table: pd.DataFrame, i: int) -> str:
+    return f"{table['_file'].iat[i]} row {table['_row'].iat[i]}"
+
+
+def validate(table: pd.DataFrame) -> None:
+    """Raise AnswersError on the first broken rule, naming file, row and fix."""
+    for col in ("condition", "model_id", "problem_id"):
+        vals = table[col].astype("string").str.strip()
+        bad = np.flatnonzero((vals.isna() | (vals == "")).to_numpy())
+        if len(bad):
+            raise AnswersError(f"{_where(table, bad[0])}: empty {col}; every row needs one")
+    sample = pd.to_numeric(table["sample"], errors="coerce")
+    bad = np.flatnonzero((sample.isna() | (sample != sample.round())).to_numpy())
+    if len(bad):
+        raise AnswersError(
+            f"{_where(table, bad[0])}: sample={table['sample'].iat[bad[0]]!r} is not an "
+            "integer; number the samples 0, 1, ..."
+        )
+    gold = _canonical(table["gold"])
+    bad = np.flatnonzero(gold.isna().to_numpy())
+    if len(bad):
+        raise AnswersError(f"{_where(table, bad[0])}: empty gold answer; every row needs the gold answer")
+    key = table[KEY].astype("string")
+    dup = np.flatnonzero(key.duplicated(keep="first").to_numpy())
+    if len(dup):
+        i = dup[0]
+        first = np.flatnonzero((key == key.iloc[i]).all(axis=1).to_numpy())[0]
+        raise AnswersError(
+            f"{_where(table, i)}: duplicate row for condition={key['condition'].iat[i]}, "
+            f"model_id={key['model_id'].iat[i]}, problem_id={key['problem_id'].iat[i]}, "
+            f"sample={key['sample'].iat[i]} (first at {_where(table, first)}); keep one row "
+            "per (condition, model_id, problem_id, sample)"
+        )
+    pid = table["problem_id"].astype("string").str.strip()
+    golds = pd.DataFrame({"p": pid, "g": gold}).drop_duplicates()
+    clash = golds[golds["p"].duplicated(keep=False)]
+    if len(clash):
+        p = clash["p"].iat[0]
+        values = sorted(clash.loc[clash["p"] == p, "g"].astype(str))
+        i = np.flatnonzero(((pid == p) & (gold == values[-1])).to_numpy())[0]
+        raise AnswersError(
+            f"{_where(table, i)}: problem_id={p} has two gold answers {values[0]!r} and "
+            f"{values[-1]!r}; fix the gold column so each problem has one"
+        )
+    if "correct" in table.columns:
+        c = table["correct"]
+        ok = c.isna() | c.isin([True, False, 0, 1, "True", "False", "true", "false"])
+        bad = np.flatnonzero(~ok.to_numpy())
+        if len(bad):
+            raise AnswersError(
+                f"{_where(table, bad[0])}: correct={c.iat[bad[0]]!r} is not a boolean; "
+                "use true/false or drop the column"
+            )
+
+
+@dataclass
+class Pool:
+    """Voters of one condition (or one model) on a fixed list of problems.
+
+    ``codes[p, v]`` is voter v's answer code on problem p (-1: no answer) and
+    ``gold[p]`` the gold code; codes are only comparable within a problem.
+    """
+
+    name: str
+    voters: list[str]
+    codes: np.ndarray
+    gold: np.ndarray
+    missing: int = 0  # (voter, problem) cells with no row, counted as no answer
+
+    @property
+    def n_voters(self) -> int:
+        return self.codes.shape[1]
+
+    def correct_counts(self) -> np.ndarray:
+        return (self.codes == self.gold[:, None]).sum(axis=1)
+
+
+@dataclass
+class Pools:
+    """Voter pools of every condition on one shared problem list."""
+
+    problems: list[str]
+    pools: dict[str, Pool] = field(default_factory=dict)
+    by_model: dict[str, list[Pool]] = field(default_factory=dict)
+
+
+def build_pools(table: pd.DataFrame) -> Pools:
+    """Turn the table into integer-coded voter pools.
+
+    Collaboration voters are the (model_id, sample) pairs of that condition; the
+    repetition control has one pool per model_id whose voters are its samples.  Every
+    other condition name is treated like collaboration.  All pools share the problem
+    list (the union over the table), so bootstraps can pair problems across
+    conditions; a voter without a row for a problem counts as no answer, with a
+    MissingAnswersWarning.  Rows whose ``correct`` is true vote for the gold class
+    even when written differently (the grader judged them equivalent).
+    """
+    problems = sorted(table["problem_id"].unique(), key=_natural_key)
+    pindex = {p: i for i, p in enumerate(problems)}
+    t = table.assign(_p=table["problem_id"].map(pindex))
+    ans = t["answer"]
+    if "correct" in t.columns:
+        ans = ans.mask(t["correct"].fillna(False).astype(bool), t["gold"])
+    t["_ans"] = ans
+    # One integer code per distinct (problem, answer) string; gold uses the same codes.
+    both = pd.concat([t[["_p", "_ans"]].rename(columns={"_ans": "s"}),
+                      t[["_p", "gold"]].rename(columns={"gold": "s"})]).dropna()
+    both = both.drop_duplicates().sort_values(["_p", "s"])
+    both["code"] = both.groupby("_p").cumcount()
+    codebook = {(p, s): c for p, s, c in zip(both["_p"], both["s"].astype(str), both["code"])}
+    t["_code"] = [
+        -1 if pd.isna(s) else codebook[(p, str(s))] for p, s in zip(t["_p"], t["_ans"])
+    ]
+    gold_of = t.drop_duplicates("_p").set_index("_p")["gold"]
+    gold = np.array([codebook[(i, str(gold_of[i]))] for i in range(len(problems))])
+    out = Pools(problems)
+    for cond in sorted(t["condition"].unique()):
+        sub = t[t["condition"] == cond]
+        if cond == REPETITION:
+            pools = []
+            for model in sorted(sub["model_id"].unique(), key=_natural_key):
+                m = sub[sub["model_id"] == model]
+                pools.append(_pool(f"{cond}/{model}", m, ["sample"], len(problems), gold))
+            out.by_model[cond] = pools
+        else:
+            out.pools[cond] = _pool(cond, sub, ["model_id", "sample"], len(problems), gold)
+    return out
+
+
+def _pool(name: str, rows: pd.DataFrame, voter_cols: list[str], n_problems: int,
+          gold: np.ndarray) -> Pool:
+    voter_keys = rows[voter_cols].astype(str).agg("/".join, axis=1)
+    voters = sorted(voter_keys.unique(), key=_natural_key)
+    vindex = {v: i for i, v in enumerate(voters)}
+    codes = np.full((n_problems, len(voters)), -1, dtype=np.int64)
+    vi = voter_keys.map(vindex).to_numpy()
+    codes[rows["_p"].to_numpy(), vi] = rows["_code"].to_numpy()
+    filled = np.zeros(codes.shape, dtype=bool)
+    filled[rows["_p"].to_numpy(), vi] = True
+    missing = int((~filled).sum())
+    if missing:
+        warnings.warn(
+            f"{name}: {missing} (voter, problem) answers are missing (of "
+            f"{filled.size}); they count as no answer",
+            MissingAnswersWarning,
+            stacklevel=3,
+        )
+    return Pool(name, voters, codes, gold, missing)
+
+
+def _natural_key(s: str):
+    """Sort 'v2' before 'v10' and '2' before '10'."""
+    import re
+
+    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", str(s))]

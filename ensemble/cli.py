@@ -1,0 +1,129 @@
+"""The `ensemble` command line: thin wrappers that build a config and call one function."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+
+from ensemble import __version__
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _echo_warnings(caught) -> None:
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ensemble")
+def main():
+    """Measure the collective intelligence of LoRA populations."""
+
+
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output directory [default: RUN/votes, or votes/ beside a file].")
+@click.option("--k", "k", default=None,
+              help="Committee sizes: 1:200, 1,2,4,8 or log:40 [default: every k].")
+@click.option("--estimator", type=click.Choice(["exact", "monte-carlo"]), default="exact",
+              show_default=True)
+@click.option("--committees", type=int, default=1000, show_default=True,
+              help="Monte-Carlo committees per k.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bootstrap", type=int, default=1000, show_default=True,
+              help="Bootstrap resamples over problems (0 to skip).")
+@click.option("--ci", type=float, default=0.95, show_default=True)
+def vote(input, out, k, estimator, committees, seed, bootstrap, ci):
+    """Majority-vote accuracy versus committee size k for every condition in INPUT.
+
+    INPUT is a run directory (answers/**.parquet) or one answers file
+    (.parquet, .csv, .jsonl).
+    """
+    from ensemble.vote import run_vote
+
+    try:
+        from ensemble.config import VoteConfig
+
+        cfg = VoteConfig(input=input, out=out, k=k, estimator=estimator,
+                         committees=committees, seed=seed, bootstrap=bootstrap, ci=ci)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run_vote(cfg)
+    except ValueError as exc:
+        raise _fail(exc) from None
+    _echo_warnings(caught)
+    for name, c in result.conditions.items():
+        acc = c.W.mean(axis=0)
+        click.echo(f"{name}: {c.n_voters} voters, {len(result.problems)} problems, "
+                   f"k=1 {acc[0]:.4f} -> k={int(c.ks[-1])} {acc[-1]:.4f}")
+    click.echo(f"wrote {cfg.out_dir}/curve.csv")
+
+
+@main.command()
+@click.argument("votes_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output directory [default: RUN/fits].")
+@click.option("--k-min", type=int, default=1, show_default=True,
+              help="Smallest k included in the fits.")
+@click.option("--bootstrap", type=int, default=None,
+              help="Bootstrap resamples [default: as many as the vote used].")
+@click.option("--seed", type=int, default=0, show_default=True)
+def fit(votes_dir, out, k_min, bootstrap, seed):
+    """Fit accuracy = a + b ln k per condition and compare the conditions."""
+    from ensemble.config import FitConfig
+    from fits.stage import run_fit
+
+    try:
+        cfg = FitConfig(votes=votes_dir, out=out, k_min=k_min, bootstrap=bootstrap, seed=seed)
+        result = run_fit(cfg)
+    except ValueError as exc:
+        raise _fail(exc) from None
+    click.echo(result.table())
+    click.echo(f"wrote {cfg.out_dir}/fit.json")
+
+
+@main.command()
+@click.argument("run_or_votes_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Directory for report.md and figures/ [default: the run directory].")
+def report(run_or_votes_dir, out):
+    """Write report.md and figures/*.png for a run (or votes) directory."""
+    from fits.report import write_report
+
+    try:
+        rep = write_report(run_or_votes_dir, out)
+    except ValueError as exc:
+        raise _fail(exc) from None
+    click.echo(f"wrote {rep.path}")
+    for f in rep.figures:
+        click.echo(f"wrote {f}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"),
+              show_default=True)
+@click.option("--variants", type=int, default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fresh", is_flag=True, help="Delete OUT first instead of reusing it.")
+def demo(out, variants, seed, fresh):
+    """Run every stage on the embedded offline default (see README)."""
+    from ensemble.demo import run_demo
+
+    try:
+        result = run_demo(out, variants=variants, seed=seed, fresh=fresh)
+    except ValueError as exc:
+        raise _fail(exc) from None
+    click.echo(result.headline)
+    click.echo(f"report: {result.report.path}")
+    for f in result.report.figures:
+        click.echo(f"figure: {f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Scaling-law fits of vote curves, comparisons, reports and plots."""

@@ -1,0 +1,1 @@
+"""The training stage: plan and train LoRA variants (issue #4, not built yet)."""
