@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 from scipy.special import gammaln
 
 __all__ = [
@@ -109,7 +109,7 @@ def _exact_cached(h: Histogram, k_max: int) -> np.ndarray:
 
 
 def _exact_row(h: Histogram, k_max: int) -> np.ndarray:
-    g, others, a = h.g, h.others, h.a
+    g, a = h.g, h.a
     n_all = h.n
     k_max = min(k_max, n_all)
     out = np.zeros(k_max + 1)
@@ -117,40 +117,56 @@ def _exact_row(h: Histogram, k_max: int) -> np.ndarray:
         return out
     lf = _log_factorials(n_all)
     v = np.arange(k_max + 1)
-    others_arr = np.asarray(others, dtype=np.int64)
+    others = np.asarray(h.others, dtype=np.int64)  # ascending
     # The representation below keeps, for the voters merged so far (n of them), the
     # *fraction* q[t, v] of their v-subsets that satisfy "every class merged so far has
     # at most j members, exactly t of them have j", instead of the raw count.  Merging a
     # class of size c then weights the old fractions by hypergeometric probabilities,
     # so every number stays in [0, 1]: no overflow for any N, unlike the counting
     # polynomial C(c, v) whose coefficients pass 1e308 near N = 1030.
-    for j in range(1, min(g, k_max) + 1):
-        small = others_arr < j
-        free = a + int(others_arr[small].sum())  # voters that can never beat j votes
-        rivals = others_arr[~small]
+    #
+    # Rivals (wrong classes that can reach j) are merged smallest first.  Then the
+    # voters not yet merged when rival i joins are exactly the classes larger than it
+    # in sorted order, whatever j is, so the pool size n_i = N - (sum of larger classes)
+    # and with it rival i's weight matrix hyp(w; n_i, c_i, v) are the same for every j:
+    # computed once here, sliced to w <= j below.
+    larger = np.concatenate([np.cumsum(others[::-1])[::-1][1:], [0]])
+    n_at = n_all - larger
+    w_max = int(min(g, others.max())) if len(others) else 0
+    weights = [
+        _hyp_weights(lf, int(n_at[i]), int(c), np.arange(min(int(c), w_max) + 1), v)
+        for i, c in enumerate(others)
+    ]
+    small_sum = np.concatenate([[0], np.cumsum(others)])  # sum of the i smallest classes
+    j_top = min(g, k_max)
+    js = np.arange(1, j_top + 1)
+    firsts = np.searchsorted(others, js)  # for gold count j the rivals are others[first:]
+    gold_w = {}
+    for first in np.unique(firsts):
+        free = a + int(small_sum[first])  # voters that can never beat j votes
         # Free voters impose no constraint (q = 1 wherever a subset exists); merging
         # gold with exactly j members then leaves q[v] = P(j gold in a v-subset), which
         # the hypergeometric weight already sets to 0 where v - j > free.
-        n = free + g
-        q = _hyp_weights(lf, n, g, np.array([j]), v)[:, 0][None, :].copy()
-        for c in rivals:
-            c = int(c)
-            n += c
-            w = np.arange(j + 1)
-            hw = _hyp_weights(lf, n, c, w, v)  # (k+1, j+1)
+        sel = js[firsts == first]
+        gold_w.update(zip(sel.tolist(), _hyp_weights(lf, free + g, g, sel, v).T))
+    for j, first in zip(js.tolist(), firsts.tolist()):
+        q = gold_w.pop(j)[None, :]
+        for i in range(first, len(others)):
+            hw = weights[i]  # (k+1, c+1)
             t_rows = q.shape[0]
             new = np.zeros((t_rows + 1, k_max + 1))
-            # fewer than j from this class: a convolution over w = 0..j-1
+            # fewer than j from this class: sum over w = 0..j-1 of q[v-w] * hyp(w | v)
             padded = np.concatenate([np.zeros((t_rows, j - 1)), q], axis=1)
-            win = sliding_window_view(padded, j, axis=1)[:, : k_max + 1, ::-1]  # [t, v, w]
+            s0, s1 = padded.strides
+            win = as_strided(padded[:, j - 1:], shape=(t_rows, k_max + 1, j),
+                             strides=(s0, s1, -s1), writeable=False)  # win[t, v, w] = q[t, v-w]
             new[:t_rows] = np.einsum("tvw,vw->tv", win, hw[:, :j])
             # exactly j from this class: one more tie with gold
             new[1:, j:] += q[:, : k_max + 1 - j] * hw[j:, j][None, :]
             q = new
         # Integrate y^t over [0, 1] = 1/(t+1): the tie among gold and t rivals is won
         # by gold with probability 1/(t+1).
-        weights = 1.0 / np.arange(1, q.shape[0] + 1)
-        out += weights @ q
+        out += (1.0 / np.arange(1, q.shape[0] + 1)) @ q
     out[0] = 0.0
     return np.clip(out, 0.0, 1.0)
 

@@ -168,7 +168,8 @@ def render_markdown(votes: Votes, fit: FitResult, figures: list[Path], root: Pat
     for f in figures:
         lines.append(f"![{f.stem}]({f.relative_to(root).as_posix()})")
     lines += ["", "## Caveats", "",
-              "- The points of a curve are not independent: every k averages over the same "
+              "- The points of a curve are correlated, not independent: every k averages "
+              "over the same "
               "problems and voters, so R² and OLS standard errors overstate precision. The "
               "bootstrap CIs (resampling problems) are the honest ones.",
               f"- With {n_problems} problems (AIME has 30), one problem moves accuracy by "
