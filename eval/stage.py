@@ -1,0 +1,231 @@
+"""The answering stage: every variant's answers plus the repetition control.
+
+Work is split into *units*, one per (condition, model): a unit's answers are written to
+``answers/<condition>/<model_id>.parquet`` atomically when the unit is complete.  A rerun
+skips units whose file exists, so a killed run loses only the units in flight and never
+leaves a partial file that counts as done.  Units are spread over shards (``i/n``)
+deterministically, and every request's seed derives from (seed, condition, model,
+problem, sample), so sharding and batching do not change any answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ensemble.runio import versions, write_json, write_parquet
+from eval.adapters import Adapter, AdapterError, discover
+from eval.config import AnswerConfig
+from eval.grading import grade
+from eval.problems import PRESETS, SYNTHETIC, Problem, load_problems
+
+BASE_ID = "base"  # model_id of the base model without any adapter
+
+
+@dataclass(frozen=True)
+class Unit:
+    condition: str
+    model_id: str
+    adapter: Adapter | None  # None: the base model
+    samples: int
+
+    def path(self, out: Path) -> Path:
+        return Path(out) / "answers" / self.condition / f"{self.model_id}.parquet"
+
+
+@dataclass(frozen=True)
+class Request:
+    unit: Unit
+    problem: int  # index into the problem list
+    sample: int
+    prompt_ids: tuple[int, ...]
+    seed: int
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+
+
+@dataclass
+class AnswerSummary:
+    done: list[str] = field(default_factory=list)  # units answered now
+    skipped_done: list[str] = field(default_factory=list)  # units already on disk
+    failed: dict[str, str] = field(default_factory=dict)  # unit -> error
+    skipped_adapters: dict[str, str] = field(default_factory=dict)
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def request_seed(seed: int, condition: str, model_id: str, problem_id: str, sample: int) -> int:
+    """A 31-bit seed per request, stable across processes, shards and batch layouts."""
+    key = f"{seed}|{condition}|{model_id}|{problem_id}|{sample}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def grading_kind(cfg: AnswerConfig, problems: list[Problem]) -> str:
+    if cfg.kind != "auto":
+        return cfg.kind
+    if SYNTHETIC.match(str(cfg.benchmark)) or (str(cfg.benchmark) in PRESETS
+                                                and PRESETS[str(cfg.benchmark)].kind == "aime"):
+        return "aime"
+    ints = all(p.answer.isdigit() and 0 <= int(p.answer) <= 999 for p in problems)
+    return "aime" if ints else "math"
+
+
+def plan_units(cfg: AnswerConfig, adapters: list[Adapter]) -> list[Unit]:
+    """Every unit of the run (before sharding and skipping), in a fixed order."""
+    by_id = {a.model_id: a for a in adapters}
+    units = []
+    if cfg.condition in ("collaboration", "both"):
+        if not adapters:
+            raise AdapterError(f"{cfg.adapters_dir}: no usable adapters for the collaboration "
+                               "condition; train variants or pass --adapters DIR")
+        units += [Unit("collaboration", a.model_id, a, cfg.samples) for a in adapters]
+    if cfg.condition in ("repetition", "both"):
+        models = cfg.repetition_model or ([adapters[0].model_id] if adapters else [BASE_ID])
+        n = cfg.repetition_samples or max(len(adapters), 1) * cfg.samples
+        for m in models:
+            if m != BASE_ID and m not in by_id:
+                raise AdapterError(f"repetition model {m!r} is not among the usable adapters in "
+                                   f"{cfg.adapters_dir}; use one of them or {BASE_ID!r}")
+            units.append(Unit("repetition", m, by_id.get(m), n))
+    return units
+
+
+def build_prompts(tokenizer, problems: list[Problem], cfg: AnswerConfig) -> list[tuple[int, ...]]:
+    """Token ids of each problem's prompt, through the chat template when there is one.
+
+    Both backends receive these ids, so they see exactly the same input.
+    """
+    out = []
+    for p in problems:
+        text = cfg.prompt_template.format(problem=p.problem)
+        if getattr(tokenizer, "chat_template", None):
+            msgs = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else [])
+            msgs.append({"role": "user", "content": text})
+            rendered = tokenizer.apply_chat_template(msgs, add_generation_prompt=True,
+                                                     tokenize=False)
+            ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        else:
+            ids = tokenizer(text)["input_ids"]
+        out.append(tuple(int(i) for i in ids))
+    return out
+
+
+def _check_existing(cfg: AnswerConfig) -> None:
+    meta = cfg.out / "answers" / "answer.json"
+    if not meta.exists():
+        return
+    old = json.loads(meta.read_text()).get("config", {})
+    new = cfg.to_dict()
+    diff = [k for k in AnswerConfig.OUTPUT_KEYS if k in old and old[k] != new[k]]
+    if diff:
+        k = diff[0]
+        raise ValueError(
+            f"{meta}: this run was answered with {k}={old[k]!r}, not {new[k]!r}; use another "
+            f"--out, or delete {cfg.out / 'answers'} to start over"
+        )
+
+
+def _rows(unit: Unit, reqs: list[Request], outs: list[Completion], problems: list[Problem],
+          kind: str, keep_text: bool) -> pd.DataFrame:
+    recs = []
+    for r, c in zip(reqs, outs):
+        p = problems[r.problem]
+        g = grade(c.text, p.answer, kind)
+        rec = {"condition": unit.condition, "model_id": unit.model_id, "problem_id": p.id,
+               "sample": r.sample, "answer": g.answer, "gold": p.answer, "correct": g.correct,
+               "completion_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
+        if keep_text:
+            rec["text"] = c.text
+        recs.append(rec)
+    return pd.DataFrame(recs)
+
+
+def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
+    """Answer every pending unit of ``cfg`` with its backend; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    _check_existing(cfg)
+    problems = load_problems(cfg.benchmark, cfg.problem_field, cfg.answer_field, cfg.id_field,
+                             cfg.split, cfg.limit)
+    kind = grading_kind(cfg, problems)
+    needs_adapters = cfg.condition != "repetition" or any(
+        m != BASE_ID for m in cfg.repetition_model) or not cfg.repetition_model
+    adapters, skipped = ([], {})
+    if needs_adapters:
+        adapters, skipped = discover(cfg.adapters_dir, cfg.base, cfg.max_lora_rank)
+    units = plan_units(cfg, adapters)
+    mine = [u for i, u in enumerate(units) if i % cfg.shard_count == cfg.shard_index]
+    summary = AnswerSummary(skipped_adapters=skipped)
+    pending = []
+    for u in mine:
+        (summary.skipped_done if u.path(cfg.out).exists() else pending).append(u)
+    write_json(cfg.out / "answers" / "answer.json", {
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in ("shard", "workers")},
+        "kind": kind, "problems": len(problems),
+        "adapters": {a.model_id: {"path": str(a.path), "rank": a.rank, "sha256": a.sha256}
+                     for a in adapters},
+        "skipped_adapters": skipped, "versions": versions(),
+    })
+    if not pending:
+        return summary
+    from eval.backends import make_backend
+
+    backend = make_backend(cfg)
+    prompts = build_prompts(backend.tokenizer, problems, cfg)
+    per_batch = cfg.adapters_per_batch or cfg.max_loras
+    bar = tqdm(total=len(pending), desc=f"answering ({cfg.backend})", unit="model",
+               disable=not progress)
+    t0 = time.perf_counter()
+    for start in range(0, len(pending), per_batch):
+        batch = pending[start:start + per_batch]
+        _answer_batch(batch, backend, problems, prompts, kind, cfg, summary)
+        summary.seconds = time.perf_counter() - t0
+        bar.update(len(batch))
+        bar.set_postfix(tokens=summary.tokens, tok_s=f"{summary.tokens_per_s:.0f}",
+                        failed=len(summary.failed))
+    bar.close()
+    return summary
+
+
+def _requests(unit: Unit, problems, prompts, cfg: AnswerConfig) -> list[Request]:
+    return [Request(unit, i, s, prompts[i],
+                    request_seed(cfg.seed, unit.condition, unit.model_id, p.id, s))
+            for s in range(unit.samples) for i, p in enumerate(problems)]
+
+
+def _answer_batch(batch: list[Unit], backend, problems, prompts, kind, cfg, summary) -> None:
+    reqs = {u: _requests(u, problems, prompts, cfg) for u in batch}
+    try:
+        flat = [r for u in batch for r in reqs[u]]
+        outs = backend.generate(flat)
+    except Exception as exc:  # noqa: BLE001 - isolate the failing adapter below
+        if len(batch) == 1:
+            u = batch[0]
+            summary.failed[f"{u.condition}/{u.model_id}"] = f"{type(exc).__name__}: {exc}"
+            return
+        for u in batch:  # one at a time, so one broken adapter does not sink the others
+            _answer_batch([u], backend, problems, prompts, kind, cfg, summary)
+        return
+    pos = 0
+    for u in batch:
+        n = len(reqs[u])
+        part = outs[pos:pos + n]
+        pos += n
+        df = _rows(u, reqs[u], part, problems, kind, cfg.keep_text)
+        write_parquet(u.path(cfg.out), df)
+        summary.tokens += int(df["completion_tokens"].sum())
+        summary.done.append(f"{u.condition}/{u.model_id}")
