@@ -45,6 +45,14 @@ class Histogram:
     others: tuple[int, ...]
     a: int
 
+    def __post_init__(self):
+        # The estimator merges wrong classes smallest first and the cache keys on the
+        # histogram, so the class sizes are kept sorted whatever order they came in.
+        others = tuple(sorted(int(c) for c in self.others))
+        if self.g < 0 or self.a < 0 or (others and others[0] < 1):
+            raise ValueError(f"{self}: counts must be >= 0 and wrong classes >= 1 voter")
+        object.__setattr__(self, "others", others)
+
     @property
     def n(self) -> int:
         return self.g + sum(self.others) + self.a
@@ -75,7 +83,7 @@ def histogram(codes: np.ndarray, gold: int) -> Histogram:
     g = int(np.count_nonzero(codes == gold))
     wrong = codes[(codes >= 0) & (codes != gold)]
     _, counts = np.unique(wrong, return_counts=True)
-    return Histogram(g, tuple(sorted(int(c) for c in counts)), a)
+    return Histogram(g, tuple(int(c) for c in counts), a)
 
 
 @lru_cache(maxsize=8)
