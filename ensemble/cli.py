@@ -141,6 +141,8 @@ def _merge(config_file: Path | None, section: str, flags: dict) -> dict:
 @click.option("--launcher", type=click.Choice(["local", "ray"]))
 @click.option("--workers", type=int, help="Shards (engines) for the ray launcher.")
 @click.option("--keep-text", is_flag=True, default=None, help="Store completions.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="Weights dtype [default: auto, the checkpoint's own].")
 def answer(config_or_run, **flags):
     """Collect every variant's answers (and the repetition control) on a benchmark.
 

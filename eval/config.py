@@ -12,6 +12,8 @@ from typing import Any
 BACKENDS = ("vllm", "hf")
 CONDITIONS = ("collaboration", "repetition", "both")
 LAUNCHERS = ("local", "ray")
+# vLLM sizes its LoRA kernels for these ranks only (vllm.config.lora.MaxLoRARanks).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # The prompt of the Qwen2.5-Math evaluation harness: reason, then box the answer.
 DEFAULT_TEMPLATE = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
@@ -43,7 +45,7 @@ class AnswerConfig:
     prompt_template: str = DEFAULT_TEMPLATE
     system_prompt: str | None = None
     keep_text: bool = False  # store completions (large) in the answers table
-    dtype: str = "auto"
+    dtype: str = "auto"  # auto: the checkpoint's dtype, the same in both backends
     max_model_len: int | None = None
     shard: str = "0/1"  # i/n: this process answers work units i, i+n, i+2n, ...
     launcher: str = "local"  # ray: one engine per GPU (or CPU task) over the shards
@@ -67,6 +69,10 @@ class AnswerConfig:
         for name in ("max_tokens", "samples", "max_loras", "max_lora_rank", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.max_lora_rank not in LORA_RANKS:
+            raise ValueError(f"max_lora_rank={self.max_lora_rank} is not a rank vLLM supports; "
+                             f"use one of {', '.join(map(str, LORA_RANKS))} (at least the "
+                             "largest adapter rank)")
         if self.repetition_samples is not None and self.repetition_samples < 1:
             raise ValueError(f"repetition_samples={self.repetition_samples} must be at least 1")
         if isinstance(self.repetition_model, str):

@@ -69,9 +69,14 @@ class AnswerSummary:
 
 
 def request_seed(seed: int, condition: str, model_id: str, problem_id: str, sample: int) -> int:
-    """A 31-bit seed per request, stable across processes, shards and batch layouts."""
-    key = f"{seed}|{condition}|{model_id}|{problem_id}|{sample}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
+    """The sampling seed of one request, stable across processes, shards and batch layouts.
+
+    A 30-bit hash of (seed, condition, model, problem) plus the sample index: the
+    samples of one problem get consecutive seeds, which is what vLLM assigns to the
+    children of one ``n``-sample request, so both ways of asking give the same answers.
+    """
+    key = f"{seed}|{condition}|{model_id}|{problem_id}".encode()
+    return (int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x3FFFFFFF) + sample
 
 
 def grading_kind(cfg: AnswerConfig, problems: list[Problem]) -> str:
@@ -175,7 +180,7 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
         (summary.skipped_done if u.path(cfg.out).exists() else pending).append(u)
     write_json(cfg.out / "answers" / "answer.json", {
         "config": {k: v for k, v in cfg.to_dict().items() if k not in ("shard", "workers")},
-        "kind": kind, "problems": len(problems),
+        "kind": kind, "problems": len(problems), "base": model_fingerprint(cfg.base),
         "adapters": {a.model_id: {"path": str(a.path), "rank": a.rank, "sha256": a.sha256}
                      for a in adapters},
         "skipped_adapters": skipped, "versions": versions(),
@@ -198,13 +203,44 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
         bar.set_postfix(tokens=summary.tokens, tok_s=f"{summary.tokens_per_s:.0f}",
                         failed=len(summary.failed))
     bar.close()
+    _log_invocation(cfg, backend, summary)
     return summary
+
+
+def model_fingerprint(base: str) -> dict:
+    """What identifies the base model without reading its (possibly huge) weights.
+
+    A local directory: sha256 of config.json and the names and sizes of its weight
+    files; a hub id: the id (the revision is whatever the local cache resolved).
+    """
+    p = Path(base)
+    if not p.is_dir():
+        return {"id": base}
+    conf = p / "config.json"
+    weights = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".gguf"))
+    return {"id": base,
+            "config_sha256": hashlib.sha256(conf.read_bytes()).hexdigest() if conf.exists() else None,
+            "weights": {f.name: f.stat().st_size for f in weights}}
+
+
+def _log_invocation(cfg: AnswerConfig, backend, summary: AnswerSummary) -> None:
+    """Append this invocation's engine settings, work and timing to answers/runs.jsonl.
+
+    One line per invocation (shards append their own; a short O_APPEND write does not
+    interleave), so a resumed or sharded run keeps the history of who did what.
+    """
+    rec = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "shard": cfg.shard,
+           "backend": cfg.backend, "engine": {k: str(v) for k, v in backend.engine_kwargs.items()},
+           "done": summary.done, "failed": summary.failed, "tokens": summary.tokens,
+           "seconds": round(summary.seconds, 3), "tokens_per_s": round(summary.tokens_per_s, 1)}
+    with open(cfg.out / "answers" / "runs.jsonl", "a") as fh:
+        fh.write(json.dumps(rec, sort_keys=True) + "\n")
 
 
 def _requests(unit: Unit, problems, prompts, cfg: AnswerConfig) -> list[Request]:
     return [Request(unit, i, s, prompts[i],
                     request_seed(cfg.seed, unit.condition, unit.model_id, p.id, s))
-            for s in range(unit.samples) for i, p in enumerate(problems)]
+            for i, p in enumerate(problems) for s in range(unit.samples)]
 
 
 def _answer_batch(batch: list[Unit], backend, problems, prompts, kind, cfg, summary) -> None:

@@ -1,0 +1,329 @@
+"""The answering stage: config and input checks, units and shards, both backends, resume.
+
+Everything runs on a tiny random-weight model and LoRA adapters built here (no hub).
+vLLM runs in child processes (see vllm_probe.py); those tests are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from ensemble.cli import main
+from eval.adapters import AdapterError, discover
+from eval.config import AnswerConfig
+from eval.problems import synthetic_problems
+from eval.stage import BASE_ID, build_prompts, plan_units, request_seed, run_answer
+from eval.tinymodel import build_tiny_model, make_lora_adapters
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ["condition", "model_id", "problem_id", "sample", "answer", "gold", "correct",
+           "completion_tokens", "finish_reason"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A base model, four adapters of it, one adapter of another base, a benchmark."""
+    root = tmp_path_factory.mktemp("tiny")
+    base = build_tiny_model(root / "base")
+    make_lora_adapters(base, root / "adapters", 4)
+    other = build_tiny_model(root / "other", seed=1, hidden=96, heads=3, kv_heads=1)
+    make_lora_adapters(other, root / "foreign", 1, names=["f000"])
+    bench = root / "bench.jsonl"
+    with open(bench, "w") as fh:
+        for p in synthetic_problems(6, difficulty=2, seed=1):
+            fh.write(json.dumps({"id": p.id, "problem": p.problem, "answer": p.answer}) + "\n")
+    return {"root": root, "base": str(base), "adapters": root / "adapters", "bench": bench,
+            "foreign": root / "foreign"}
+
+
+def _cfg(tiny, out, **kw) -> AnswerConfig:
+    data = dict(base=tiny["base"], out=out, benchmark=str(tiny["bench"]),
+                adapters=tiny["adapters"], backend="hf", max_tokens=12, max_lora_rank=8,
+                max_loras=2)
+    data.update(kw)
+    return AnswerConfig.from_dict(data)
+
+
+def _table(out: Path) -> pd.DataFrame:
+    files = sorted((Path(out) / "answers").rglob("*.parquet"))
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return df.sort_values(["condition", "model_id", "problem_id", "sample"]).reset_index(drop=True)
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, ["answer", *map(str, args)])
+
+
+# --- config and bad input: all before any engine starts ------------------------------
+
+def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown answer config key\(s\) temprature"):
+        AnswerConfig.from_dict({"base": "b", "out": tmp_path, "benchmark": "x",
+                                "temprature": 0.5})
+    with pytest.raises(ValueError, match="max_lora_rank=12 is not a rank vLLM supports"):
+        AnswerConfig(base="b", out=tmp_path, benchmark="x", max_lora_rank=12)
+    with pytest.raises(ValueError, match=r"shard='2/2' must be i/n with 0 <= i < n"):
+        AnswerConfig(base="b", out=tmp_path, benchmark="x", shard="2/2")
+    with pytest.raises(ValueError, match="missing base: give --base"):
+        AnswerConfig.from_dict({"out": tmp_path, "benchmark": "x"})
+
+
+def test_unparsable_config_is_one_error(tmp_path):
+    bad = tmp_path / "c.toml"
+    bad.write_text("[answer]\nbase = \n")
+    res = _cli(bad)
+    assert res.exit_code == 1
+    assert res.output.startswith(f"Error: {bad}: not valid TOML (")
+
+
+def test_config_file_keys_and_flag_overrides(tiny, tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[answer]\nbase = "{tiny["base"]}"\nbenchmark = "{tiny["bench"]}"\n'
+                    f'adapters = "{tiny["adapters"]}"\nout = "{tmp_path / "run"}"\n'
+                    'max_lora_rank = 4\n')
+    res = _cli(conf)  # rank-8 adapters, max_lora_rank 4 (not a vLLM rank): refused
+    assert res.exit_code == 1 and "max_lora_rank=4 is not a rank vLLM supports" in res.output
+    res = _cli(conf, "--max-lora-rank", 1)  # the flag wins over the file
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {tiny['adapters'] / 'v000'}: LoRA rank 8 exceeds "
+                          "max_lora_rank=1; raise --max-lora-rank to at least 8\n")
+
+
+def test_missing_adapter_directory(tiny, tmp_path):
+    res = _cli("--base", tiny["base"], "--benchmark", tiny["bench"], "--out", tmp_path / "r",
+               "--adapters", tmp_path / "nope")
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {tmp_path / 'nope'}: adapter directory not found; pass "
+                          "--adapters DIR (a directory of PEFT adapter directories) or train "
+                          "variants first\n")
+
+
+def test_adapter_of_another_base_is_skipped_with_reason(tiny, tmp_path):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny["adapters"] / "v000", mixed / "v000")
+    shutil.copytree(tiny["foreign"] / "f000", mixed / "f000")
+    found, skipped = discover(mixed, tiny["base"], 8)
+    assert [a.model_id for a in found] == ["v000"]
+    assert skipped["f000"].startswith("trained on base ") and "serve it with its own base" in skipped["f000"]
+    res = _cli("--base", tiny["base"], "--benchmark", tiny["bench"], "--out", tmp_path / "r",
+               "--adapters", tiny["foreign"])
+    assert res.exit_code == 1
+    assert res.output.endswith(f"{tiny['foreign']}: no usable adapters for the collaboration "
+                               "condition; train variants or pass --adapters DIR\n")
+
+
+def test_unfinished_variant_is_skipped(tiny, tmp_path):
+    variants = tmp_path / "run" / "variants"
+    shutil.copytree(tiny["adapters"] / "v000", variants / "v000")
+    shutil.copytree(tiny["adapters"] / "v001", variants / "v001")
+    (variants / "v000" / "variant.json").write_text("{}")
+    found, skipped = discover(variants, tiny["base"], 8)
+    assert [a.model_id for a in found] == ["v000"]
+    assert skipped == {"v001": "no variant.json: the variant has not finished training"}
+
+
+def test_empty_benchmark_and_missing_answer_field(tiny, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = _cli("--base", tiny["base"], "--benchmark", empty, "--out", tmp_path / "r",
+               "--adapters", tiny["adapters"])
+    assert res.exit_code == 1 and res.output == f"Error: {empty}: the problem set is empty\n"
+    nofield = tmp_path / "q.jsonl"
+    nofield.write_text('{"id": 1, "problem": "1+1?", "solution": "2"}\n')
+    res = _cli("--base", tiny["base"], "--benchmark", nofield, "--out", tmp_path / "r",
+               "--adapters", tiny["adapters"])
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {nofield}: no field 'answer' (fields: id, problem, "
+                          "solution); set --answer-field\n")
+    res = _cli("--base", tiny["base"], "--benchmark", nofield, "--out", tmp_path / "r",
+               "--adapters", tiny["adapters"], "--answer-field", "solution", "--limit", 1,
+               "--condition", "repetition", "--repetition-model", "nope")
+    assert res.exit_code == 1 and "repetition model 'nope' is not among the usable" in res.output
+
+
+# --- units, seeds, shards, prompts ----------------------------------------------------
+
+def test_units_and_shards_partition_the_work(tiny, tmp_path):
+    cfg = _cfg(tiny, tmp_path, repetition_samples=5)
+    adapters, _ = discover(cfg.adapters_dir, cfg.base, 8)
+    units = plan_units(cfg, adapters)
+    assert [(u.condition, u.model_id, u.samples) for u in units] == [
+        ("collaboration", f"v00{i}", 1) for i in range(4)] + [("repetition", "v000", 5)]
+    shards = [[u for i, u in enumerate(units) if i % 3 == s] for s in range(3)]
+    assert sorted(sum(shards, []), key=units.index) == units
+    assert len({u for s in shards for u in s}) == len(units)
+    cfg = _cfg(tiny, tmp_path, condition="repetition", repetition_model=[BASE_ID])
+    assert [(u.model_id, u.adapter, u.samples) for u in plan_units(cfg, [])] == [(BASE_ID, None, 1)]
+
+
+def test_request_seeds_are_consecutive_per_problem_and_distinct_across():
+    s = [request_seed(7, "repetition", "v003", "p1", i) for i in range(4)]
+    assert s == list(range(s[0], s[0] + 4)) and 0 <= s[0] < 2 ** 30
+    others = {request_seed(7, "repetition", "v003", "p2", 0), request_seed(8, "repetition", "v003", "p1", 0),
+              request_seed(7, "collaboration", "v003", "p1", 0), request_seed(7, "repetition", "v004", "p1", 0)}
+    assert s[0] not in others and len(others) == 4
+
+
+def test_prompts_use_the_chat_template_or_the_plain_text(tiny, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny["base"])
+    probs = synthetic_problems(2, difficulty=1, seed=0)
+    cfg = _cfg(tiny, tmp_path, system_prompt="Be brief.")
+    ids = build_prompts(tok, probs, cfg)
+    text = tok.decode(ids[0])
+    assert text.startswith("<|bos|><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n" + probs[0].problem)
+    assert text.endswith("\\boxed{}.<|im_end|>\n<|im_start|>assistant\n")
+    tok.chat_template = None
+    plain = tok.decode(build_prompts(tok, probs, _cfg(tiny, tmp_path, prompt_template="Q: {problem}\nA:"))[1])
+    assert plain == f"Q: {probs[1].problem}\nA:"
+
+
+# --- the HF backend end to end, resume and failure isolation --------------------------
+
+def test_hf_run_writes_the_contract_and_skips_finished_units(tiny, tmp_path):
+    cfg = _cfg(tiny, tmp_path / "run", temperature=0.8, repetition_samples=3)
+    s = run_answer(cfg, progress=False)
+    assert sorted(s.done) == ["collaboration/v000", "collaboration/v001", "collaboration/v002",
+                              "collaboration/v003", "repetition/v000"] and not s.failed
+    df = _table(cfg.out)
+    assert list(pd.read_parquet(cfg.out / "answers/repetition/v000.parquet").columns) == COLUMNS
+    assert len(df) == 4 * 6 + 3 * 6 and s.tokens == int(df.completion_tokens.sum()) > 0
+    assert set(df.finish_reason) <= {"stop", "length"} and (df.completion_tokens <= 12).all()
+    meta = json.loads((cfg.out / "answers/answer.json").read_text())
+    assert meta["problems"] == 6 and meta["kind"] == "aime" and set(meta["adapters"]) == {
+        "v000", "v001", "v002", "v003"}
+    assert len(meta["adapters"]["v001"]["sha256"]) == 64 and meta["base"]["config_sha256"]
+    log = [json.loads(x) for x in (cfg.out / "answers/runs.jsonl").read_text().splitlines()]
+    assert log[0]["tokens"] == s.tokens and log[0]["engine"]["dtype"] == "torch.float32"
+    # The answers feed the vote stage as they are.
+    res = CliRunner().invoke(main, ["vote", str(cfg.out), "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    again = run_answer(cfg, progress=False)
+    assert again.done == [] and len(again.skipped_done) == 5
+    with pytest.raises(ValueError, match=r"answered with temperature=0.8, not 0.5; use another"):
+        run_answer(_cfg(tiny, tmp_path / "run", temperature=0.5), progress=False)
+
+
+def test_one_broken_adapter_is_reported_and_the_others_finish(tiny, tmp_path):
+    adapters = tmp_path / "adapters"
+    shutil.copytree(tiny["adapters"], adapters)
+    for bad in ("v000", "v002"):  # the first load (PeftModel) and a later one (load_adapter)
+        (adapters / bad / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    res = _cli("--base", tiny["base"], "--benchmark", tiny["bench"], "--out", tmp_path / "r",
+               "--adapters", adapters, "--backend", "hf", "--max-tokens", 4,
+               "--max-lora-rank", 8, "--condition", "collaboration", "--keep-text")
+    assert res.exit_code == 1
+    assert "failed collaboration/v000: SafetensorError" in res.output
+    assert "failed collaboration/v002: SafetensorError" in res.output
+    assert "answered 2 model(s), 0 already done, 2 failed" in res.output
+    done = sorted(p.stem for p in (tmp_path / "r/answers/collaboration").glob("*.parquet"))
+    assert done == ["v001", "v003"]
+    # The survivors' answers are their own, not a half-loaded neighbour's.
+    ref = tmp_path / "ref"
+    shutil.copytree(tiny["adapters"] / "v001", ref / "v001")
+    shutil.copytree(tiny["adapters"] / "v003", ref / "v003")
+    res = _cli("--base", tiny["base"], "--benchmark", tiny["bench"], "--out", tmp_path / "r2",
+               "--adapters", ref, "--backend", "hf", "--max-tokens", 4, "--max-lora-rank", 8,
+               "--condition", "collaboration", "--keep-text")
+    assert res.exit_code == 0, res.output
+    for m in ("v001", "v003"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"r/answers/collaboration/{m}.parquet"),
+                                      pd.read_parquet(tmp_path / f"r2/answers/collaboration/{m}.parquet"))
+
+
+def test_shards_together_equal_one_run(tiny, tmp_path):
+    whole = _cfg(tiny, tmp_path / "whole", temperature=0.7, repetition_samples=2)
+    run_answer(whole, progress=False)
+    for i in range(3):
+        run_answer(_cfg(tiny, tmp_path / "sharded", temperature=0.7, repetition_samples=2,
+                        shard=f"{i}/3"), progress=False)
+    pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(tmp_path / "sharded"))
+
+
+@pytest.mark.slow
+def test_ray_launcher_matches_the_local_run(tiny, tmp_path):
+    pytest.importorskip("ray")
+    from eval.launch import launch_answer
+
+    local = _cfg(tiny, tmp_path / "local", repetition_samples=2)
+    launch_answer(local, progress=False)
+    ray_cfg = _cfg(tiny, tmp_path / "ray", repetition_samples=2, launcher="ray", workers=2)
+    with pytest.raises(ValueError, match="shard='1/2' and launcher=ray conflict"):
+        launch_answer(_cfg(tiny, tmp_path / "x", launcher="ray", shard="1/2"))
+    summary = launch_answer(ray_cfg, progress=False)
+    assert sorted(summary.done) == sorted(f"collaboration/v00{i}" for i in range(4)) + ["repetition/v000"]
+    pd.testing.assert_frame_equal(_table(tmp_path / "local"), _table(tmp_path / "ray"))
+
+
+# --- vLLM (in child processes) ---------------------------------------------------------
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+            "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.mark.slow
+def test_vllm_matches_hf_and_keeps_adapters_apart(tiny, tmp_path):
+    out = tmp_path / "probe.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/vllm_probe.py"), tiny["base"],
+                           str(tiny["adapters"]), str(tiny["bench"]), str(out)],
+                          env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    d = json.loads(out.read_text())
+    assert len(d["multi"]) == 5 * 6  # 4 adapters + the base, 6 problems
+    # Greedy: vLLM and transformers + PEFT agree token for token, base included.
+    assert d["multi"] == d["hf"]
+    # One call spanning adapters (2 slots for 4 adapters + base) = one call per adapter.
+    assert d["multi"] == d["single"]
+    # The adapters matter: their outputs differ from the base's and from each other.
+    first = {m: d["multi"][f"{m}/0"] for m in d["adapters"] + [BASE_ID]}
+    assert len({tuple(v) for v in first.values()}) == len(first)
+    # Seeded sampling: reproducible, and independent of grouping and batch order.
+    assert d["grouped_a"] == d["grouped_b"] == d["one_by_one"] == d["reversed"]
+    assert len({tuple(x) for x in d["grouped_a"]}) > len(d["grouped_a"]) // 2
+
+
+def _answer_cmd(tiny, out):
+    return [sys.executable, "-m", "ensemble.cli", "answer", "--base", tiny["base"],
+            "--adapters", str(tiny["adapters"]), "--benchmark", str(tiny["bench"]),
+            "--out", str(out), "--backend", "vllm", "--temperature", "0.9", "--max-tokens", "16",
+            "--max-loras", "1", "--max-lora-rank", "8", "--repetition-samples", "4"]
+
+
+@pytest.mark.slow
+def test_vllm_run_killed_midway_resumes_to_the_same_table(tiny, tmp_path):
+    whole = subprocess.run(_answer_cmd(tiny, tmp_path / "whole"), env=_env(),
+                           capture_output=True, text=True, timeout=900)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "answered 5 model(s), 0 already done, 0 failed" in whole.stdout
+    # Kill (SIGKILL: no cleanup) as soon as the first unit is on disk.
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_answer_cmd(tiny, run), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None:
+        if list((run / "answers").rglob("*.parquet")):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    finished = sorted((run / "answers").rglob("*.parquet"))
+    assert 1 <= len(finished) < 5, "the run was not interrupted midway"
+    resumed = subprocess.run(_answer_cmd(tiny, run), env=_env(), capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{len(finished)} already done" in resumed.stdout
+    pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(run))
+    assert not [p for p in (run / "answers").rglob(".*")]  # no temporary files left
