@@ -179,24 +179,59 @@ def answer(config_or_run, **flags):
         raise SystemExit(1)
 
 
-@main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"),
-              show_default=True)
-@click.option("--variants", type=int, default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--fresh", is_flag=True, help="Delete OUT first instead of reusing it.")
-def demo(out, variants, seed, fresh):
-    """Run every stage on the embedded offline default (see README)."""
-    from ensemble.demo import run_demo
-
-    try:
-        result = run_demo(out, variants=variants, seed=seed, fresh=fresh)
-    except ValueError as exc:
-        raise _fail(exc) from None
+def _print_result(result) -> None:
     click.echo(result.headline)
     click.echo(f"report: {result.report.path}")
     for f in result.report.figures:
         click.echo(f"figure: {f}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory [default: runs/demo, or runs/demo-simulated].")
+@click.option("--variants", type=int, default=None, help="Population size [default: the "
+              "demo config's].")
+@click.option("--seed", type=int, default=None, help="Experiment seed [default: 0].")
+@click.option("--fresh", is_flag=True, help="Delete OUT first instead of resuming it.")
+@click.option("--simulated", is_flag=True,
+              help="Skip the models: vote, fit and report simulated answers (seconds).")
+def demo(out, variants, seed, fresh, simulated):
+    """Run every stage on the embedded offline default (see README).
+
+    Pretrains (once, then cached) a small model on synthetic AIME-style problems,
+    trains a population of LoRA variants from it, answers with vLLM multi-LoRA, votes,
+    fits and writes the report.  Rerunning resumes whatever is done.
+    """
+    from ensemble.demo import run_demo
+
+    try:
+        result = run_demo(out, variants=variants, seed=seed, fresh=fresh, simulated=simulated,
+                          log=lambda m: click.echo(m, err=True))
+    except (ValueError, ImportError, RuntimeError) as exc:
+        raise _fail(exc) from None
+    _print_result(result)
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory [default: the config's out].")
+@click.option("--fresh", is_flag=True, help="Delete the run directory first.")
+def run(config, out, fresh):
+    """Run every stage of one experiment CONFIG in order, resuming what is done.
+
+    A run directory remembers its config (config.toml) and refuses a different one.
+    """
+    from ensemble.experiment import ExperimentConfig, fresh_start, run_experiment
+
+    try:
+        cfg = ExperimentConfig.from_toml(config, out=str(out) if out else None)
+        if fresh:
+            fresh_start(cfg.out)
+        result = run_experiment(cfg, log=lambda m: click.echo(m, err=True))
+    except (ValueError, ImportError, RuntimeError) as exc:
+        raise _fail(exc) from None
+    _print_result(result)
 
 
 if __name__ == "__main__":

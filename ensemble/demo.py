@@ -1,9 +1,14 @@
-"""`ensemble demo`: every stage that exists, on the embedded offline default.
+"""`ensemble demo`: the whole pipeline on the embedded offline default.
 
-Until the training and answering stages exist (issues #3, #4), the demo's answers
-come from :mod:`ensemble.simulate` (a population of simulated variants with their own
-blind spots, and one model sampled repeatedly); vote, fit and report are the real
-stages.
+The default experiment is ``ensemble/demo.toml`` (also at ``configs/demo.toml``): the
+project's own small model, pretrained from scratch on synthetic AIME-style problems
+(cached after the first run), a population of LoRA variants trained from it with one
+GRPO recipe that differ only in data order and mask, their answers through vLLM
+multi-LoRA serving, and the vote, fit and report stages.
+
+``simulated=True`` skips the models: answers come from :mod:`ensemble.simulate` (a
+population of simulated variants with their own blind spots and one model sampled
+repeatedly), which shows the aggregation stages in seconds.
 """
 
 from __future__ import annotations
@@ -13,24 +18,50 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ensemble.config import FitConfig, VoteConfig
-from ensemble.simulate import SimConfig, simulate_answers, write_run_answers
-from ensemble.vote import run_vote
-from fits.report import Report, write_report
-from fits.stage import FitResult, run_fit
+
+DEMO_CONFIG = Path(__file__).with_name("demo.toml")
 
 
 @dataclass
 class DemoResult:
     run_dir: Path
-    fit: FitResult
-    report: Report
+    fit: object
+    report: object
     headline: str
 
 
-def run_demo(out: Path = Path("runs/demo"), variants: int = 32, seed: int = 0,
-             fresh: bool = False, progress: bool = True) -> DemoResult:
-    """Simulate answers (unless already there), then vote, fit and report."""
-    out = Path(out)
+def demo_config(out: Path | None = None, variants: int | None = None, seed: int | None = None):
+    """The embedded default experiment, with the demo command's overrides."""
+    from ensemble.experiment import ExperimentConfig
+
+    if variants is not None and variants < 2:
+        raise ValueError(f"variants={variants}: voting needs at least 2 voters")
+    return ExperimentConfig.from_toml(DEMO_CONFIG, out=str(out) if out else None,
+                                      seed=seed, **{"train.variants": variants})
+
+
+def run_demo(out: Path | None = None, variants: int | None = None, seed: int | None = None,
+             fresh: bool = False, simulated: bool = False, progress: bool = True,
+             log=print) -> DemoResult:
+    """Run the demo experiment (or its simulated stand-in) into ``out``."""
+    if simulated:
+        return _simulated(Path(out or "runs/demo-simulated"), variants or 32, seed or 0,
+                          fresh, progress)
+    from ensemble.experiment import fresh_start, run_experiment
+
+    cfg = demo_config(out, variants, seed)
+    if fresh:
+        fresh_start(cfg.out)
+    res = run_experiment(cfg, progress=progress, log=log)
+    return DemoResult(res.run_dir, res.fit, res.report, res.headline)
+
+
+def _simulated(out: Path, variants: int, seed: int, fresh: bool, progress: bool) -> DemoResult:
+    from ensemble.simulate import SimConfig, simulate_answers, write_run_answers
+    from ensemble.vote import run_vote
+    from fits.report import write_report
+    from fits.stage import run_fit
+
     if variants < 2:
         raise ValueError(f"variants={variants}: voting needs at least 2 voters")
     if fresh and out.exists():
@@ -44,7 +75,8 @@ def run_demo(out: Path = Path("runs/demo"), variants: int = 32, seed: int = 0,
     return DemoResult(out, fit, report, headline(out, fit))
 
 
-def headline(run_dir: Path, fit: FitResult) -> str:
+def headline(run_dir: Path, fit) -> str:
+    """Accuracy at k=1 and the largest k per condition, the slopes and the gap."""
     import pandas as pd
 
     curve = pd.read_csv(Path(run_dir) / "votes" / "curve.csv")

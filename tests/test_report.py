@@ -51,12 +51,12 @@ def test_report_without_votes_is_a_clear_error(tmp_path):
 
 def test_demo_command_runs_and_reuses(tmp_path):
     out = tmp_path / "demo"
-    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--variants", "8"],
+    r = CliRunner().invoke(main, ["demo", "--simulated", "--out", str(out), "--variants", "8"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "collaboration: k=1" in r.output and "gap: collaboration - repetition" in r.output
     first = (out / "votes" / "curve.csv").read_bytes()
-    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--variants", "8"])
+    r = CliRunner().invoke(main, ["demo", "--simulated", "--out", str(out), "--variants", "8"])
     assert r.exit_code == 0
     assert (out / "votes" / "curve.csv").read_bytes() == first
 
