@@ -235,6 +235,8 @@ def resolve_base(cfg: ExperimentConfig, progress: bool = True) -> str:
         from train_variants.pretrain import build_demo_base
 
         return str(build_demo_base(cache_root() / "models", progress=progress, **cfg.pretrain))
+    if Path(cfg.base).is_dir():  # a local checkpoint: nothing to resolve
+        return cfg.base
     from ensemble.models import resolve_base as resolve
 
     return resolve(cfg.base)

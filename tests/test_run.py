@@ -104,3 +104,120 @@ def test_every_preset_parses_and_builds_its_stage_configs(name):
     cfg.answer_config("some/base")
     cfg.vote_config()
     cfg.fit_config()
+
+
+# --- end to end, every stage with vLLM, on a tiny local model -----------------------
+
+TINY_EXPERIMENT = """
+out = "{out}"
+base = "{base}"
+seed = 0
+[train]
+pool = "synthetic:32:d1:s1"
+variants = 3
+steps = 2
+batch_size = 2
+num_generations = 2
+max_completion_length = 16
+lora_rank = 8
+lora_alpha = 8
+learning_rate = 1e-3
+mask_fraction = 0.25
+gradient_checkpointing = false
+[answer]
+benchmark = "synthetic:8:d1:s9"
+max_tokens = 16
+max_lora_rank = 8
+temperature = 1.0
+[vote]
+bootstrap = 100
+"""
+
+
+def _experiment(tmp_path, name, base) -> Path:
+    return _write(tmp_path / f"{name}.toml", TINY_EXPERIMENT.format(out=tmp_path / name, base=base))
+
+
+def _run_cmd(conf: Path) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "ensemble.cli", "run", str(conf)]
+
+
+def _env():
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+            "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _fingerprint(run: Path) -> dict[str, bytes]:
+    """Every result file of a run (not logs or timings), by relative path."""
+    import pandas as pd
+
+    out = {}
+    for p in sorted((run / "variants").glob("v*/adapter_model.safetensors")):
+        out[str(p.relative_to(run))] = p.read_bytes()
+    for p in sorted((run / "answers").rglob("*.parquet")):
+        out[str(p.relative_to(run))] = pd.read_parquet(p).to_csv(index=False).encode()
+    for name in ("votes/curve.csv", "votes/curve_by_model.csv"):
+        out[name] = (run / name).read_bytes()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    from eval.tinymodel import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("e2e") / "base")
+
+
+@pytest.mark.slow
+def test_run_every_stage_then_resume_after_a_kill(tiny_base, tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    conf = _experiment(tmp_path, "whole", tiny_base)
+    proc = subprocess.run(_run_cmd(conf), env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "whole"
+    # The run-directory contract.
+    assert tomllib.loads((run / "config.toml").read_text())["train"]["variants"] == 3
+    for v in ("v000", "v001", "v002"):
+        meta = json.loads((run / "variants" / v / "variant.json").read_text())
+        assert meta["id"] == v and (run / "variants" / v / "adapter_config.json").exists()
+        assert (run / "answers" / "collaboration" / f"{v}.parquet").exists()
+    assert (run / "answers" / "repetition" / "v000.parquet").exists()
+    for f in ("answers/answer.json", "votes/curve.csv", "votes/curve.parquet",
+              "votes/per_problem.parquet", "votes/vote.json", "fits/fit.json",
+              "figures/scaling.png", "figures/voter_accuracy.png"):
+        assert (run / f).exists(), f
+    report = (run / "report.md").read_text()
+    assert "collaboration" in report and "repetition" in report
+    assert "collaboration: k=1" in proc.stdout and "repetition: k=1" in proc.stdout
+    # Kill a second run (SIGKILL, no clean-up) once its first variant is done ...
+    conf = _experiment(tmp_path, "killed", tiny_base)
+    killed = tmp_path / "killed"
+    p = subprocess.Popen(_run_cmd(conf), env=_env(), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 900
+    while time.time() < deadline and p.poll() is None:
+        if list((killed / "variants").glob("v*/variant.json")):
+            os.killpg(p.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    p.wait()
+    assert not (killed / "answers").exists(), "the run was not interrupted during training"
+    # ... and again: the rerun finishes with the same results as the uninterrupted run.
+    proc = subprocess.run(_run_cmd(conf), env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _fingerprint(run), _fingerprint(killed)
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+    # A different experiment in the same directory is refused.
+    changed = _write(tmp_path / "changed.toml", conf.read_text().replace("steps = 2", "steps = 3"))
+    proc = subprocess.run(_run_cmd(changed), env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "describes another experiment (train.steps: 2 there, 3 now)" in proc.stderr
