@@ -1,0 +1,253 @@
+"""The training stage: check everything, plan, train what is not done yet, report.
+
+``run_train`` is what ``ensemble train`` calls; ``variant_status`` is ``ensemble status``.
+Every check that can fail (device, base model, pool, plan, a run directory holding another
+experiment) runs before the first variant starts, so bad input costs seconds, not hours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ensemble.runio import versions, write_json
+from train_variants.config import TrainConfig
+from train_variants.plan import Plan, base_identity, make_plan
+from train_variants.trainer import (FAILED_DIR, RUNNING_FILE, TMP_PREFIX, VariantResult,
+                                    resolve_device, variants_dir, wants_vllm)
+
+TRAIN_JSON = "train.json"  # variants/train.json: the population's recipe, written once
+
+
+@dataclass
+class TrainSummary:
+    """What one ``run_train`` call did."""
+
+    planned: list[str]  # the variant ids this call was asked for
+    done: list[str] = field(default_factory=list)  # trained now
+    skipped: list[str] = field(default_factory=list)  # already done before
+    failed: dict[str, str] = field(default_factory=dict)  # id -> error
+    seconds: float = 0.0
+    recipe_hash: str = ""
+    results: list[VariantResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self) -> str:
+        return (f"trained {len(self.done)} variant(s), {len(self.skipped)} already done, "
+                f"{len(self.failed)} failed in {self.seconds:.1f} s (recipe {self.recipe_hash})")
+
+
+def check(cfg: TrainConfig) -> Plan:
+    """Every input check, in the order a user would fix them; returns the plan.
+
+    Raises
+    ------
+    ValueError
+        One message per problem: GPU requested without one, base model not found, pool
+        unreadable or missing a field, too many variants for the plan, a run directory
+        that holds a different experiment.
+    """
+    device = resolve_device(cfg)
+    wants_vllm(cfg, device)
+    base = base_identity(cfg.base)
+    plan = make_plan(cfg, base=base)
+    _check_population(cfg, plan)
+    return plan
+
+
+def _check_population(cfg: TrainConfig, plan: Plan) -> None:
+    path = variants_dir(cfg) / TRAIN_JSON
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    mine = population_key(cfg, plan)
+    theirs = {k: old.get(k) for k in mine}
+    if theirs != mine:
+        diff = sorted(k for k in old.get("recipe", {})
+                      if old["recipe"].get(k) != plan.recipe.get(k))
+        diff += [k for k in ("seed", "vary") if theirs[k] != mine[k]]
+        raise ValueError(
+            f"{path}: this run directory holds variants of another experiment (recipe "
+            f"{theirs['recipe_hash']}, seed {theirs['seed']}, vary {theirs['vary']}; now "
+            f"{mine['recipe_hash']}, seed {mine['seed']}, vary {mine['vary']}; differing: "
+            f"{', '.join(diff) or 'recipe'}); use another --out, or delete {path.parent} to "
+            "start over")
+
+
+def population_key(cfg: TrainConfig, plan: Plan) -> dict:
+    """What must agree for new variants to join the population already in a run directory."""
+    return {"recipe_hash": plan.recipe_hash, "seed": cfg.seed, "vary": list(cfg.vary)}
+
+
+def _write_population(cfg: TrainConfig, plan: Plan) -> None:
+    path = variants_dir(cfg) / TRAIN_JSON
+    old = json.loads(path.read_text()) if path.exists() else {}
+    write_json(path, {
+        **population_key(cfg, plan),
+        "variants": max(cfg.variants, int(old.get("variants", 0))),
+        "recipe": plan.recipe, "base": plan.base, "config": cfg.to_dict(),
+        "created": old.get("created", time.time()), "versions": versions()})
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tmp_owner(path: Path) -> dict:
+    try:
+        return json.loads((path / RUNNING_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def clean_stale(cfg: TrainConfig) -> list[str]:
+    """Remove temp dirs left by killed processes on this host; returns their names.
+
+    Temp dirs of live processes, or of other hosts (a Ray cluster), are left alone.
+    """
+    vdir, host, removed = variants_dir(cfg), socket.gethostname(), []
+    if not vdir.is_dir():
+        return removed
+    for p in vdir.iterdir():
+        if not (p.is_dir() and p.name.startswith(TMP_PREFIX)):
+            continue
+        owner = _tmp_owner(p)
+        pid_host = p.name[len(TMP_PREFIX):].split("-", 1)[-1].rsplit("-", 1)
+        h = owner.get("host", pid_host[0] if len(pid_host) == 2 else None)
+        pid = owner.get("pid", int(pid_host[1]) if len(pid_host) == 2 and
+                        pid_host[1].isdigit() else None)
+        if h == host and (pid is None or not _pid_alive(int(pid))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed
+
+
+def run_train(cfg: TrainConfig, progress: bool = True) -> TrainSummary:
+    """Train the variants ``cfg.first .. cfg.variants-1`` that are not done yet.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    progress : bool
+        Print one line per finished variant to stderr (and TRL's progress bar for the
+        local sequential launcher).
+
+    Returns
+    -------
+    TrainSummary
+        Done, skipped (already done) and failed variants; a failed variant does not stop
+        the others, and rerunning retries only what is not done.
+    """
+    from train_variants.launch import launch
+
+    t0 = time.perf_counter()
+    plan = check(cfg)
+    variants_dir(cfg).mkdir(parents=True, exist_ok=True)
+    _write_population(cfg, plan)
+    clean_stale(cfg)
+    wanted = plan.for_indices(cfg.indices)
+    summary = TrainSummary(planned=[v.id for v in wanted], recipe_hash=plan.recipe_hash)
+    todo = []
+    for v in wanted:
+        if (variants_dir(cfg) / v.id / "variant.json").exists():
+            summary.skipped.append(v.id)
+        else:
+            todo.append(v.index)
+    total = len(todo)
+
+    def report(r: VariantResult) -> None:
+        summary.results.append(r)
+        if r.status == "done":
+            summary.done.append(r.id)
+        elif r.status == "skipped":
+            summary.skipped.append(r.id)
+        else:
+            summary.failed[r.id] = r.error or "failed"
+        if progress:
+            n = len(summary.results)
+            what = (f"done in {r.seconds:.1f} s, final reward {r.metrics.get('final_reward')}"
+                    if r.status == "done" else r.status + (f": {r.error}" if r.error else ""))
+            print(f"[{n}/{total}] {r.id} {what}", file=sys.stderr, flush=True)
+
+    if todo:
+        launch(cfg, plan, todo, report, progress=progress)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+# --- status ---------------------------------------------------------------------------------
+
+def variant_status(run_dir: Path) -> list[dict]:
+    """State of every variant of a run: done, running, interrupted, failed or pending.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run directory (holding ``variants/``), or the ``variants`` directory itself.
+
+    Returns
+    -------
+    list of dict
+        One row per variant id, sorted: ``id``, ``state``, ``steps``, ``final_reward``,
+        ``wall_seconds``, ``host``, ``error``.  ``pending`` rows come from the population
+        size in ``variants/train.json``.
+    """
+    run_dir = Path(run_dir)
+    vdir = run_dir if run_dir.name == "variants" else run_dir / "variants"
+    if not vdir.is_dir():
+        raise ValueError(f"{vdir}: no variants directory; run `ensemble train ... --out "
+                         f"{run_dir}` first")
+    rows: dict[str, dict] = {}
+    host = socket.gethostname()
+    failed_dir = vdir / FAILED_DIR
+    if failed_dir.is_dir():
+        for f in failed_dir.glob("*.json"):
+            rec = json.loads(f.read_text())
+            rows[rec["id"]] = _row(rec["id"], "failed", host=rec.get("host"),
+                                   error=rec.get("error"))
+    for p in vdir.iterdir():
+        if not p.is_dir() or p.name == FAILED_DIR:
+            continue
+        if p.name.startswith(TMP_PREFIX):
+            owner = _tmp_owner(p)
+            vid = owner.get("id") or p.name[len(TMP_PREFIX):].split("-", 1)[0]
+            if rows.get(vid, {}).get("state") == "done":
+                continue
+            pid = owner.get("pid")
+            # Another host's process cannot be checked from here: report it as running.
+            alive = owner.get("host") != host or (bool(pid) and _pid_alive(int(pid)))
+            state = "running" if owner and alive else "interrupted"
+            rows[vid] = _row(vid, state, host=owner.get("host"),
+                             wall_seconds=round(time.time() - owner.get("started", time.time()),
+                                                1))
+        elif (p / "variant.json").exists():
+            meta = json.loads((p / "variant.json").read_text())
+            m, run = meta.get("metrics", {}), meta.get("run", {})
+            rows[p.name] = _row(p.name, "done", steps=m.get("steps"),
+                                final_reward=m.get("final_reward"),
+                                wall_seconds=run.get("wall_seconds"), host=run.get("host"))
+    pop = vdir / TRAIN_JSON
+    if pop.exists():
+        for i in range(int(json.loads(pop.read_text()).get("variants", 0))):
+            rows.setdefault(f"v{i:03d}", _row(f"v{i:03d}", "pending"))
+    return [rows[k] for k in sorted(rows, key=lambda s: (len(s), s))]
+
+
+def _row(vid, state, steps=None, final_reward=None, wall_seconds=None, host=None, error=None):
+    return {"id": vid, "state": state, "steps": steps, "final_reward": final_reward,
+            "wall_seconds": wall_seconds, "host": host, "error": error}

