@@ -234,5 +234,79 @@ def run(config, out, fresh):
     _print_result(result)
 
 
+@main.command()
+@click.argument("config", required=False, type=click.Path(path_type=Path))
+@click.option("--base", help="Base model: Hugging Face id or local path.")
+@click.option("--pool", help="Training pool: .jsonl/.json/.parquet/.csv, dataset id, or "
+              "synthetic[:N][:dD][:sS].")
+@click.option("--variants", help="Population size N, or a:b to train variants a..b-1.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--steps", type=int, help="GRPO steps per variant.")
+@click.option("--lora-rank", type=int)
+@click.option("--mask-fraction", type=float, help="Share of the pool each variant drops.")
+@click.option("--seed", type=int, help="Experiment seed.")
+@click.option("--launcher", type=click.Choice(["local", "ray"]))
+@click.option("--workers", type=int, help="Local worker processes (one per GPU).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--plan-only", is_flag=True, help="Print the plan as JSON lines; train nothing.")
+def train(config, variants, plan_only, **flags):
+    """Train a population of LoRA variants of one base with one GRPO recipe.
+
+    CONFIG is a TOML file (its [train] table, or the whole file) or a run directory
+    holding config.toml; flags override it.  Finished variants are skipped.
+    """
+    from train_variants.config import TrainConfig, parse_variants
+
+    cfg_file = None
+    if config is not None:
+        cfg_file = config / "config.toml" if config.is_dir() else config
+        if config.is_dir() and flags.get("out") is None:
+            flags["out"] = config
+    try:
+        if variants is not None:
+            flags["first"], flags["variants"] = parse_variants(variants)
+        cfg = TrainConfig.from_dict(_merge(cfg_file, "train", flags))
+        if plan_only:
+            from train_variants.plan import make_plan, plan_lines
+
+            for line in plan_lines(make_plan(cfg), cfg.indices):
+                click.echo(line)
+            return
+        from train_variants.stage import run_train
+
+        summary = run_train(cfg, progress=True)
+    except (ValueError, ImportError) as exc:
+        raise _fail(exc) from None
+    for vid, why in summary.failed.items():
+        click.echo(f"failed {vid}: {why}", err=True)
+    click.echo(summary.line())
+    click.echo(f"variants in {cfg.out / 'variants'}")
+    if summary.failed:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+def status(run):
+    """List a run's variants: done, running, interrupted, failed or pending."""
+    from train_variants.stage import variant_status
+
+    try:
+        rows = variant_status(run)
+    except ValueError as exc:
+        raise _fail(exc) from None
+    click.echo(f"{'id':<8}{'state':<13}{'steps':>6}{'reward':>9}{'wall_s':>9}  host / error")
+    for r in rows:
+        reward = "" if r["final_reward"] is None else f"{r['final_reward']:.3f}"
+        wall = "" if r["wall_seconds"] is None else f"{r['wall_seconds']:.1f}"
+        steps = "" if r["steps"] is None else str(r["steps"])
+        click.echo(f"{r['id']:<8}{r['state']:<13}{steps:>6}{reward:>9}{wall:>9}  "
+                   f"{r['error'] or r['host'] or ''}")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    click.echo(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+
+
 if __name__ == "__main__":
     main()
