@@ -258,8 +258,10 @@ def make_plan(cfg: TrainConfig, pool: list[Problem] | None = None,
     for i in range(cfg.variants):
         ent = {f: _entropy(cfg, f, i) for f in FACTOR_KEYS}
         dropped = np.sort(_rng(ent["mask"]).permutation(n)[:n_drop])
-        keep = np.setdiff1d(np.arange(n), dropped)
-        order = keep[_rng(ent["order"]).permutation(kept)].tolist()
+        # The order permutes the whole pool and the mask then removes rows, so with the
+        # order unvaried every variant keeps one relative order, whatever its mask.
+        perm = _rng(ent["order"]).permutation(n)
+        order = perm[~np.isin(perm, dropped)].tolist()
         orders[i] = order
         order_ids = [ids[j] for j in order]
         consumed = [order_ids[k % usable] for k in range(min(seen, 2 * usable))]

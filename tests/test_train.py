@@ -1,0 +1,404 @@
+"""The training stage on a tiny local model: plan, GRPO variants, resume, launchers, vLLM.
+
+The base is the "digit model" of tests/train_helpers.py (random body, first token a digit,
+``0`` about a third of the time) and the pool asks ``What is a - a?``: GRPO groups mix right
+and wrong answers, so two steps really move the adapter.  One thread per training process:
+on this shared 2-core machine two OpenMP threads made each step 30-50x slower.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) does not add the cwd
+    sys.path.insert(0, str(ROOT))
+
+from tests.train_helpers import build_digit_model, tiny_train_config, write_zero_pool
+from train_variants.config import TrainConfig, parse_variants
+from train_variants.plan import VARIED_FIELDS, make_plan, plan_lines
+
+
+@pytest.fixture(scope="session")
+def digit_base(tmp_path_factory) -> Path:
+    return build_digit_model(tmp_path_factory.mktemp("train") / "base")
+
+
+@pytest.fixture(scope="session")
+def zero_pool(tmp_path_factory) -> Path:
+    return write_zero_pool(tmp_path_factory.mktemp("pool") / "pool.jsonl", n=24)
+
+
+def cfg_for(base, pool, out, **kw) -> TrainConfig:
+    return TrainConfig.from_dict(tiny_train_config(base, pool, out, cpu_threads=1, **kw))
+
+
+@pytest.fixture(scope="module")
+def trained(digit_base, zero_pool, tmp_path_factory):
+    from train_variants.stage import run_train
+
+    cfg = cfg_for(digit_base, zero_pool, tmp_path_factory.mktemp("run") / "run")
+    summary = run_train(cfg, progress=False)
+    return cfg, summary
+
+
+def _strip(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k not in ("metrics", "run")}
+
+
+def _variant_json(cfg, vid) -> dict:
+    return json.loads((cfg.out / "variants" / vid / "variant.json").read_text())
+
+
+# --- config and plan --------------------------------------------------------------------
+
+def test_config_rejects_unknown_keys_and_bad_values(digit_base, zero_pool, tmp_path):
+    base = tiny_train_config(digit_base, zero_pool, tmp_path)
+    with pytest.raises(ValueError, match="unknown train config key.*lora_rnak"):
+        TrainConfig.from_dict({**base, "lora_rnak": 8})
+    with pytest.raises(ValueError, match=r"mask_fraction=1.0 must lie in \[0, 1\)"):
+        TrainConfig.from_dict({**base, "mask_fraction": 1.0})
+    with pytest.raises(ValueError, match="LoRA rank 4 is not one vLLM serves"):
+        TrainConfig.from_dict({**base, "lora_rank": 4})
+    with pytest.raises(ValueError, match="unknown factor 'colour'"):
+        TrainConfig.from_dict({**base, "vary": ["order", "colour"]})
+    with pytest.raises(ValueError, match="missing pool"):
+        TrainConfig.from_dict({k: v for k, v in base.items() if k != "pool"})
+    assert parse_variants("200") == (0, 200) and parse_variants("100:200") == (100, 200)
+    with pytest.raises(ValueError, match="a < b"):
+        parse_variants("5:5")
+    cfg = TrainConfig.from_dict({**base, "lora_rank": 8, "lora_alpha": 16.0})
+    assert [cfg.alpha_for(32)] == [16.0]
+    assert TrainConfig.from_dict({**base, "alpha_rule": "linear"}).alpha_for(32) == 64.0
+    assert TrainConfig.from_dict({**base, "alpha_rule": "sqrt"}).alpha_for(32) == 32.0
+
+
+def test_toml_config_and_flags(digit_base, zero_pool, tmp_path):
+    toml = tmp_path / "exp.toml"
+    toml.write_text(f'[train]\nbase = "{digit_base}"\npool = "{zero_pool}"\nout = "{tmp_path}"\n'
+                    'steps = 7\nvary = ["order", "mask", "init_seed"]\n')
+    cfg = TrainConfig.from_toml(toml, steps=3)
+    assert cfg.steps == 3 and cfg.vary == ("order", "mask", "init_seed")
+
+
+def test_plan_is_deterministic_across_processes(digit_base, zero_pool, tmp_path):
+    cfg = cfg_for(digit_base, zero_pool, tmp_path, variants=6)
+    lines = plan_lines(make_plan(cfg))
+    code = ("import json, sys; from train_variants.config import TrainConfig;"
+            "from train_variants.plan import make_plan, plan_lines;"
+            "cfg = TrainConfig.from_dict(json.loads(sys.argv[1]));"
+            "print('\\n'.join(plan_lines(make_plan(cfg))))")
+    other = subprocess.run([sys.executable, "-c", code, json.dumps(cfg.to_dict())], cwd=tmp_path,
+                           capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "123"})
+    assert other.stdout.splitlines() == lines
+    # Variant i does not depend on the population size; the seed changes everything.
+    assert plan_lines(make_plan(cfg_for(digit_base, zero_pool, tmp_path, variants=3))) == lines[:3]
+    reseeded = [json.loads(s) for s in plan_lines(make_plan(
+        cfg_for(digit_base, zero_pool, tmp_path, variants=6, seed=1)))]
+    assert all(r["order_hash"] != json.loads(s)["order_hash"] for r, s in zip(reseeded, lines))
+    recs = [json.loads(s) for s in lines]
+    assert len({r["order_hash"] for r in recs}) == len({r["mask_hash"] for r in recs}) == 6
+    assert {r["kept"] for r in recs} == {18} and {r["dropped"] for r in recs} == {6}
+    assert len({r["recipe_hash"] for r in recs}) == 1
+    # The recipe does not depend on where the base and pool sit.
+    moved = tmp_path / "elsewhere.jsonl"
+    moved.write_text(Path(zero_pool).read_text())
+    assert make_plan(cfg_for(digit_base, moved, tmp_path)).recipe_hash == recs[0]["recipe_hash"]
+
+
+def test_plan_varies_only_requested_factors(digit_base, zero_pool, tmp_path):
+    cfg = cfg_for(digit_base, zero_pool, tmp_path, variants=4,
+                  vary=["mask", "init_seed", "rank"], rank_choices=[8, 16])
+    recs = [v.to_dict() for v in make_plan(cfg).variants]
+    assert len({r["init_seed"] for r in recs}) == 4
+    assert {r["lora_rank"] for r in recs} <= {8, 16}
+    assert len({r["sampling_seed"] for r in recs}) == 1
+    by_mask = {r["mask_hash"]: r for r in recs}
+    assert len(by_mask) == 4
+    # Order is not varied: the kept rows keep one shared permutation (relative order).
+    plan = make_plan(cfg)
+    ref = plan.orders[0]
+    for i in range(1, 4):
+        common = [j for j in ref if j in set(plan.orders[i])]
+        assert [j for j in plan.orders[i] if j in set(ref)] == common
+
+
+def test_plan_rejects_more_variants_than_it_allows(digit_base, tmp_path):
+    pool = write_zero_pool(tmp_path / "small.jsonl", n=3)
+    cfg = cfg_for(digit_base, pool, tmp_path, variants=7, mask_fraction=0.0, batch_size=1,
+                  steps=3, vary=["order"])
+    with pytest.raises(ValueError) as err:
+        make_plan(cfg)
+    assert str(err.value) == ("--variants 7: varying order over a pool of 3 (dropping 0) allows "
+                              "at most 6 distinct variants; use a larger pool, another "
+                              "--mask-fraction, or vary more factors")
+    # Within the limit, independent draws can still collide (6 random orders of 3 rows):
+    # two identical variants are refused by name.
+    with pytest.raises(ValueError, match=r"variants v\d+ and v\d+ would train on the same data"):
+        make_plan(cfg_for(digit_base, pool, tmp_path, variants=6, mask_fraction=0.0,
+                          batch_size=1, steps=3, vary=["order"]))
+    assert len(make_plan(cfg_for(digit_base, pool, tmp_path, variants=2, mask_fraction=0.0,
+                                 batch_size=1, steps=3, vary=["order"])).variants) == 2
+    with pytest.raises(ValueError, match="masking 0.5 leaves 1, fewer than the 4 prompts"):
+        make_plan(cfg_for(digit_base, pool, tmp_path, batch_size=4, mask_fraction=0.5))
+
+
+# --- training ---------------------------------------------------------------------------
+
+def test_two_variants_trained_with_complete_files(trained):
+    cfg, summary = trained
+    assert summary.done == ["v000", "v001"] and not summary.failed
+    vdir = cfg.out / "variants"
+    assert sorted(p.name for p in vdir.iterdir()) == ["train.json", "v000", "v001"]
+    for vid in ("v000", "v001"):
+        files = sorted(p.name for p in (vdir / vid).iterdir())
+        assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                         "variant.json"], files
+        meta = _variant_json(cfg, vid)
+        m = meta["metrics"]
+        assert m["steps"] == 2 and len(m["curves"]["reward"]) == 2
+        assert all(0 <= r <= 1 for r in m["curves"]["correct"])
+        assert m["update_norm"] > 0.01 * m["init_norm"]
+        assert meta["base"]["config_sha256"] and meta["recipe_hash"] == summary.recipe_hash
+        assert {"torch", "transformers", "trl", "peft"} <= set(meta["run"]["versions"])
+        acfg = json.loads((vdir / vid / "adapter_config.json").read_text())
+        assert acfg["r"] == 8 and acfg["lora_alpha"] == 16
+        assert acfg["base_model_name_or_path"] == str(Path(cfg.base).resolve())
+
+
+def test_adapter_weights_moved_from_init(trained):
+    # PEFT's default init sets lora_B = 0: any nonzero B was learnt.
+    from safetensors.torch import load_file
+
+    cfg, _ = trained
+    for vid in ("v000", "v001"):
+        w = load_file(str(cfg.out / "variants" / vid / "adapter_model.safetensors"))
+        bs = [t for k, t in w.items() if "lora_B" in k]
+        assert len(bs) == 2 * 7  # 2 layers x 7 target modules
+        assert max(float(t.abs().max()) for t in bs) > 1e-3
+
+
+def test_variants_differ_only_in_varied_fields(trained):
+    cfg, _ = trained
+    a, b = (_strip(_variant_json(cfg, v)) for v in ("v000", "v001"))
+    assert set(a) == set(b)
+    differ = {k for k in a if a[k] != b[k]}
+    assert differ <= set(VARIED_FIELDS)
+    assert {"id", "index", "order_hash", "mask_hash", "seeds"} <= differ
+
+
+def test_adapters_load_in_peft_and_change_outputs(trained):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg, _ = trained
+    tok = AutoTokenizer.from_pretrained(cfg.base)
+    ids = tok("What is 5 - 5?", return_tensors="pt")
+    base = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=torch.float32)
+    with torch.no_grad():
+        ref = base(**ids).logits
+        outs = []
+        for vid in ("v000", "v001"):
+            model = PeftModel.from_pretrained(base, str(cfg.out / "variants" / vid))
+            outs.append(model(**ids).logits)
+            base = model.unload()
+    assert all(float((o - ref).abs().max()) > 1e-3 for o in outs)
+
+
+def test_training_prompts_match_answering_prompts(trained):
+    # The reward is only meaningful if the model is trained on the prompts it is tested on.
+    from transformers import AutoTokenizer
+
+    from eval.config import AnswerConfig
+    from eval.stage import build_prompts
+    from train_variants.trainer import build_dataset
+
+    cfg, _ = trained
+    plan = make_plan(cfg)
+    tok = AutoTokenizer.from_pretrained(cfg.base)
+    ds = build_dataset(plan, 0, cfg, tok)
+    trl_ids = tok.apply_chat_template(list(ds["prompt"]), add_generation_prompt=True,
+                                      tokenize=True, return_dict=True)["input_ids"]
+    acfg = AnswerConfig(base=cfg.base, out=cfg.out, benchmark=cfg.pool)
+    eval_ids = build_prompts(tok, plan.training_rows(0), acfg)
+    assert [tuple(x) for x in trl_ids] == eval_ids
+    assert list(ds["problem_id"]) == [plan.pool[j].id for j in plan.orders[0]]
+
+
+def test_answering_stage_discovers_the_variants(trained):
+    from eval.adapters import discover
+
+    cfg, _ = trained
+    found, skipped = discover(cfg.out / "variants", cfg.base, 8)
+    assert [a.model_id for a in found] == ["v000", "v001"] and not skipped
+
+
+def test_rerun_skips_finished_variants(trained):
+    from train_variants.stage import run_train, variant_status
+
+    cfg, _ = trained
+    before = {v: (cfg.out / "variants" / v / "adapter_model.safetensors").stat().st_mtime_ns
+              for v in ("v000", "v001")}
+    again = run_train(cfg, progress=False)
+    assert again.skipped == ["v000", "v001"] and not again.done
+    after = {v: (cfg.out / "variants" / v / "adapter_model.safetensors").stat().st_mtime_ns
+             for v in ("v000", "v001")}
+    assert after == before
+    rows = variant_status(cfg.out)
+    assert [(r["id"], r["state"], r["steps"]) for r in rows] == [("v000", "done", 2),
+                                                                ("v001", "done", 2)]
+
+
+def test_other_recipe_in_same_run_dir_is_refused(trained):
+    from train_variants.stage import run_train
+
+    cfg, _ = trained
+    other = TrainConfig.from_dict({**cfg.to_dict(), "learning_rate": 0.01})
+    with pytest.raises(ValueError, match="holds variants of another experiment.*learning_rate"):
+        run_train(other, progress=False)
+
+
+def test_failed_variant_is_recorded_and_others_continue(digit_base, zero_pool, tmp_path,
+                                                        monkeypatch):
+    import train_variants.trainer as trainer
+    from train_variants.stage import run_train, variant_status
+
+    real = trainer._train_on
+
+    def flaky(cfg, vp, *args, **kw):
+        if vp.id == "v000":
+            raise RuntimeError("out of memory (simulated)")
+        return real(cfg, vp, *args, **kw)
+
+    monkeypatch.setattr(trainer, "_train_on", flaky)
+    cfg = cfg_for(digit_base, zero_pool, tmp_path / "run", steps=1)
+    summary = run_train(cfg, progress=False)
+    assert summary.failed == {"v000": "RuntimeError: out of memory (simulated)"}
+    assert summary.done == ["v001"]
+    rec = json.loads((cfg.out / "variants/.failed/v000.json").read_text())
+    assert rec["error"] == "RuntimeError: out of memory (simulated)" and "flaky" in rec["traceback"]
+    assert not (cfg.out / "variants/v000").exists()
+    assert not [p for p in (cfg.out / "variants").iterdir() if p.name.startswith(".tmp-")]
+    states = {r["id"]: r["state"] for r in variant_status(cfg.out)}
+    assert states == {"v000": "failed", "v001": "done"}
+    monkeypatch.setattr(trainer, "_train_on", real)
+    retry = run_train(cfg, progress=False)
+    assert retry.done == ["v000"] and retry.skipped == ["v001"]
+    assert not (cfg.out / "variants/.failed/v000.json").exists()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_retraining(digit_base, zero_pool, tmp_path):
+    from train_variants.stage import run_train, variant_status
+
+    out = tmp_path / "run"
+    toml = tmp_path / "train.toml"
+    settings = tiny_train_config(digit_base, zero_pool, out, variants=3, steps=6, cpu_threads=1)
+    toml.write_text("[train]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+    proc = subprocess.Popen([sys.executable, "-m", "ensemble.cli", "train", str(toml)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "variants/v000/variant.json"
+    deadline = time.time() + 180
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), "the first variant never finished"
+    # Kill as soon as the next variant is in flight.
+    while (not any(p.name.startswith(".tmp-v001") for p in (out / "variants").iterdir())
+           and time.time() < deadline):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = sorted(p.parent.name for p in (out / "variants").glob("v*/variant.json"))
+    assert "v002" not in done_at_kill
+    states = {r["id"]: r["state"] for r in variant_status(out)}
+    assert states["v000"] == "done" and states["v002"] == "pending"
+    if "v001" not in done_at_kill:
+        assert states["v001"] == "interrupted"
+    mtime = first.stat().st_mtime_ns
+    summary = run_train(TrainConfig.from_toml(toml), progress=False)
+    assert "v000" in summary.skipped and "v002" in summary.done
+    assert first.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in (out / "variants").iterdir()) == [
+        "train.json", "v000", "v001", "v002"]
+
+
+@pytest.mark.slow
+def test_ray_launcher_matches_local(trained, tmp_path):
+    import ray
+    from safetensors.torch import load_file
+
+    from train_variants.stage import run_train
+
+    cfg, _ = trained
+    ray_cfg = TrainConfig.from_dict({**cfg.to_dict(), "out": str(tmp_path / "ray"),
+                                     "launcher": "ray"})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_train(ray_cfg, progress=False)
+    finally:
+        ray.shutdown()
+    assert sorted(summary.done) == ["v000", "v001"] and not summary.failed
+    for vid in ("v000", "v001"):
+        a, b = cfg.out / "variants" / vid, ray_cfg.out / "variants" / vid
+        assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+        assert _strip(_variant_json(cfg, vid)) == _strip(_variant_json(ray_cfg, vid))
+        wa = load_file(str(a / "adapter_model.safetensors"))
+        wb = load_file(str(b / "adapter_model.safetensors"))
+        assert wa.keys() == wb.keys()
+        assert all(float((wa[k] - wb[k]).abs().max()) < 1e-4 for k in wa)
+        assert _variant_json(cfg, vid)["metrics"]["curves"]["correct"] == \
+            _variant_json(ray_cfg, vid)["metrics"]["curves"]["correct"]
+
+
+@pytest.mark.slow
+def test_local_worker_processes_match_sequential(trained, tmp_path):
+    from train_variants.stage import run_train
+
+    cfg, _ = trained
+    pool_cfg = TrainConfig.from_dict({**cfg.to_dict(), "out": str(tmp_path / "pool"),
+                                      "workers": 2})
+    summary = run_train(pool_cfg, progress=False)
+    assert sorted(summary.done) == ["v000", "v001"] and not summary.failed
+    pids = {_variant_json(pool_cfg, v)["run"]["pid"] for v in ("v000", "v001")}
+    assert os.getpid() not in pids
+    for vid in ("v000", "v001"):
+        assert _strip(_variant_json(cfg, vid)) == _strip(_variant_json(pool_cfg, vid))
+
+
+@pytest.mark.slow
+def test_vllm_serves_the_trained_adapters(trained, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg, _ = trained
+    tok = AutoTokenizer.from_pretrained(cfg.base)
+    prompts = [tok.apply_chat_template([{"role": "user", "content": f"What is {a} - {a}?"}],
+                                       add_generation_prompt=True, tokenize=True,
+                                       return_dict=True)["input_ids"] for a in (4, 11)]
+    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
+    out = tmp_path / "vllm.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/train_vllm_probe.py"), cfg.base,
+                           str(cfg.out / "variants"), str(tmp_path / "prompts.json"), str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert not got["skipped"] and set(got) == {"skipped", "base", "v000", "v001"}
+    base = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=torch.float32)
+    for vid in ("v000", "v001"):
+        model = PeftModel.from_pretrained(base, str(cfg.out / "variants" / vid))
+        for p, ids in zip(prompts, got[vid]):
+            ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p)),
+                                 do_sample=False, max_new_tokens=4)[0, len(p):].tolist()
+            assert ids == ref, (vid, ids, ref)
+        base = model.unload()
