@@ -337,6 +337,11 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
             use_vllm=vllm_used, vllm_mode="colocate", dataloader_num_workers=0)
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args,
                               train_dataset=dataset, processing_class=tok)
+        if not progress:
+            # With the bar off, transformers prints every step's log dict instead.
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
         build_s = time.perf_counter() - t_build
         t_train = time.perf_counter()
         trainer.train()
