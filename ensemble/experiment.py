@@ -239,7 +239,7 @@ def resolve_base(cfg: ExperimentConfig, progress: bool = True) -> str:
         return cfg.base
     from ensemble.models import resolve_base as resolve
 
-    return resolve(cfg.base)
+    return resolve(cfg.base, progress=progress)
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True, log=print) -> ExperimentResult:

@@ -44,7 +44,7 @@ PRESETS = {
     "math500": Preset("HuggingFaceH4/MATH-500", "test", "problem", "answer", "unique_id", "math"),
 }
 
-SYNTHETIC = re.compile(r"synthetic(?::(\d+))?(?::d(\d+))?(?::s(\d+))?$")
+SYNTHETIC = re.compile(r"synthetic(?::(\d+))?(?::d(\d+))?(?::s(\d+))?(?::(small|default))?$")
 
 
 def _rows_from_file(path: Path) -> list[dict]:
@@ -90,8 +90,8 @@ def load_problems(source: str | Path, problem_field: str = "problem",
     ----------
     source : str or Path
         A local ``.jsonl``/``.json``/``.parquet``/``.csv`` file, a preset name
-        (``aime24``, ``aime25``, ``math500``), ``synthetic[:N][:dD][:sS]`` (N problems of
-        difficulty D from seed S), or a Hugging Face dataset id.
+        (``aime24``, ``aime25``, ``math500``), ``synthetic[:N][:dD][:sS][:small]`` (N problems of
+        difficulty D from seed S, optionally with the small number ranges), or a Hugging Face dataset id.
     problem_field, answer_field, id_field : str
         Column names; a missing ``id_field`` numbers the problems 0, 1, ...
     limit : int, optional
@@ -101,7 +101,8 @@ def load_problems(source: str | Path, problem_field: str = "problem",
     m = SYNTHETIC.match(src)
     if m:
         n = int(m.group(1) or 30)
-        probs = synthetic_problems(n, difficulty=int(m.group(2) or 3), seed=int(m.group(3) or 0))
+        probs = synthetic_problems(n, difficulty=int(m.group(2) or 3), seed=int(m.group(3) or 0),
+                                   numbers=m.group(4) or "default")
         return probs[:limit] if limit else probs
     path = Path(src)
     if path.exists():
@@ -138,6 +139,17 @@ def load_problems(source: str | Path, problem_field: str = "problem",
 
 # --- synthetic AIME-style problems --------------------------------------------------
 
+# Number ranges of the generator, by name.  Bounds are exclusive and every number is at
+# least 2.  "default": starts and add/subtract operands 2-99, factors 2-9, values may go
+# negative before the final mod 1000.  "small": starts and operands 2-19, factors 2-4, and
+# a subtraction that would go below zero becomes an addition; the demo's small base model
+# learns these exactly in minutes of CPU time, while the answers still span 0-999.
+NUMBER_RANGES = {
+    "default": {"start_max": 100, "add_max": 100, "mul_max": 10, "nonnegative": False},
+    "small": {"start_max": 20, "add_max": 20, "mul_max": 5, "nonnegative": True},
+}
+WORKED_STYLES = ("steps", "digits")
+
 _OPS = (
     ("add", "add {x}", lambda v, x: v + x),
     ("sub", "subtract {x}", lambda v, x: v - x),
@@ -145,39 +157,105 @@ _OPS = (
 )
 
 
-def synthetic_problems(n: int, difficulty: int = 3, seed: int = 0) -> list[Problem]:
+def _digits(v: int) -> list[int]:
+    """Decimal digits of v >= 0, units first."""
+    return [int(c) for c in reversed(str(v))]
+
+
+def _worked_digits(name: str, v: int, x: int) -> str:
+    """Column-by-column working of one operation, units first (v, x >= 0; x < 10 for mul).
+
+    Every written digit is then a function of two digits and a carry just written, which
+    a small transformer learns quickly; the result is spelt in the usual order at the end.
+    """
+    cols, carry = [], 0
+    a, b = _digits(v), _digits(x)
+    if name == "mul":
+        for d in a:
+            s = d * x + carry
+            cols.append(f"{d}*{x}" + (f"+{carry}" if carry else "") + f"={s}")
+            carry = s // 10
+        return ", ".join(cols)
+    width = max(len(a), len(b))
+    a, b = a + [0] * (width - len(a)), b + [0] * (width - len(b))
+    for da, db in zip(a, b):
+        if name == "add":
+            s = da + db + carry
+            cols.append(f"{da}+{db}" + ("+1" if carry else "") + f"={s}")
+            carry = s // 10
+        else:  # sub, borrowing ten when the column goes negative
+            top = da - carry
+            carry = int(top < db)
+            cols.append(("1" if carry else "") + f"{da}-{db}" + ("-1" if top < da else "")
+                        + f"={top + 10 * carry - db}")
+    return ", ".join(cols)
+
+
+def synthetic_problems(n: int, difficulty: int = 3, seed: int = 0, *, numbers: str = "default",
+                       worked: str = "steps") -> list[Problem]:
     """Seeded multi-step integer arithmetic problems with answers 0-999.
 
     Each problem starts from an integer and applies ``difficulty`` operations (add,
-    subtract, multiply), then asks for the remainder modulo 1000, as AIME answers
-    are.  The worked solution shows every intermediate value and ends in
-    ``\\boxed{answer}``, so the same generator serves as a pretraining corpus.
+    subtract, multiply); the answer is the result mod 1000, as AIME answers are.  The
+    worked solution shows every intermediate value and ends in ``\\boxed{answer}``, so
+    the same generator serves as a pretraining corpus.
+
+    Parameters
+    ----------
+    n : int
+        Number of problems; the set is prefix-stable (problem i does not depend on n).
+    difficulty : int
+        Operations per problem, 1-12: the main difficulty knob.
+    seed : int
+        Generator seed; ids carry it, so sets of different seeds never collide.
+    numbers : {"default", "small"}
+        Number ranges (see ``NUMBER_RANGES``): a second difficulty knob.  Non-default
+        ranges put their name in the ids (``syn0-d3-small-0000``).
+    worked : {"steps", "digits"}
+        Solution style: one line per operation (``Add 47: 38 -> 85.``) or the same with
+        the column-by-column working first (``Add 47: 8+7=15, 3+4+1=8 -> 85.``), units
+        first.  Only the solution text changes, never the problem or its answer.
 
     Examples
     --------
     >>> p = synthetic_problems(1, difficulty=2, seed=1)[0]
-    >>> p.solution.endswith("\\\\boxed{" + p.answer + "}.")
+    >>> p.answer == str(int(p.answer) % 1000)
     True
     """
     if n < 1:
         raise ValueError(f"n={n}: ask for at least one problem")
     if not 1 <= difficulty <= 12:
         raise ValueError(f"difficulty={difficulty} must be between 1 and 12 (steps per problem)")
+    if numbers not in NUMBER_RANGES:
+        raise ValueError(f"numbers={numbers!r} is not one of {', '.join(NUMBER_RANGES)}")
+    if worked not in WORKED_STYLES:
+        raise ValueError(f"worked={worked!r} is not one of {', '.join(WORKED_STYLES)}")
+    r = NUMBER_RANGES[numbers]
+    tag = "" if numbers == "default" else f"-{numbers}"
     rng = np.random.default_rng(np.random.SeedSequence([seed, difficulty, 0x5EED]))
     out = []
     for i in range(n):
-        v = start = int(rng.integers(2, 100))
+        v = start = int(rng.integers(2, r["start_max"]))
         steps, work = [], [f"Start with {v}."]
         for _ in range(difficulty):
             name, text, fn = _OPS[int(rng.integers(len(_OPS)))]
-            x = int(rng.integers(2, 10 if name == "mul" else 100))
+            x = int(rng.integers(2, r["mul_max"] if name == "mul" else r["add_max"]))
+            if name == "sub" and r["nonnegative"] and x > v:
+                name, text, fn = _OPS[0]
             new = fn(v, x)
             steps.append(text.format(x=x))
-            work.append(f"{text.format(x=x).capitalize()}: {v} -> {new}.")
+            head = text.format(x=x).capitalize()
+            if worked == "digits" and v >= 0:
+                work.append(f"{head}: {_worked_digits(name, v, x)}, so {v} -> {new}.")
+            else:
+                work.append(f"{head}: {v} -> {new}.")
             v = new
         ans = v % 1000
-        work.append(f"{v} mod 1000 = {ans}. The answer is \\boxed{{{ans}}}.")
+        if worked == "digits" and 0 <= v < 1000:
+            work.append(f"The answer is \\boxed{{{ans}}}.")
+        else:
+            work.append(f"{v} mod 1000 = {ans}. The answer is \\boxed{{{ans}}}.")
         problem = (f"Start with {start}, then " + ", then ".join(steps)
                    + ". What is the remainder when the result is divided by 1000?")
-        out.append(Problem(f"syn{seed}-d{difficulty}-{i:04d}", problem, str(ans), " ".join(work)))
+        out.append(Problem(f"syn{seed}-d{difficulty}{tag}-{i:04d}", problem, str(ans), " ".join(work)))
     return out

@@ -53,3 +53,48 @@ def test_synthetic_generator_is_seeded_and_self_consistent():
     assert load_problems("synthetic:10:d2:s1") == synthetic_problems(10, 2, 1)
     with pytest.raises(ValueError, match="difficulty=0 must be between 1 and 12"):
         synthetic_problems(3, difficulty=0)
+
+
+def _check_column_working(solution: str) -> int:
+    """Recompute every column of a ``worked="digits"`` solution; returns columns checked."""
+    import re
+
+    checked = 0
+    for m in re.finditer(r"(Add|Subtract|Multiply by) (\d+): ([^:]*?), so (\d+) -> (\d+)\.",
+                         solution):
+        op, x, cols, v, new = m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), int(m.group(5))
+        assert new == {"Add": v + x, "Subtract": v - x, "Multiply by": v * x}[op]
+        for col in cols.split(", "):
+            lhs, rhs = col.split("=")
+            assert eval(lhs) == int(rhs), col  # each column is plain integer arithmetic
+            checked += 1
+        units = int(cols.split(", ")[0].split("=")[1]) % 10
+        assert new % 10 == units  # the first column is the units digit
+    return checked
+
+
+def test_small_numbers_and_digit_working():
+    steps = synthetic_problems(300, difficulty=4, seed=2, numbers="small")
+    digits = synthetic_problems(300, difficulty=4, seed=2, numbers="small", worked="digits")
+    # The worked style changes the solution text only.
+    assert [(p.id, p.problem, p.answer) for p in steps] == [(p.id, p.problem, p.answer)
+                                                            for p in digits]
+    assert steps[0].id == "syn2-d4-small-0000"
+    assert load_problems("synthetic:300:d4:s2:small") == steps
+    assert load_problems("synthetic:5:d4:s2:default") == synthetic_problems(5, 4, 2)
+    columns = 0
+    for p in digits:
+        assert grade(p.solution, p.answer, "aime").correct
+        assert " -> -" not in p.solution  # small numbers never go below zero
+        columns += _check_column_working(p.solution)
+    assert columns > 300 * 4  # every operation has at least one column
+    # Borrowing and carrying both occur, and a value past 999 still ends in a mod line.
+    text = " ".join(p.solution for p in digits)
+    assert "-1=" in text and "+1=" in text
+    big = [p for p in synthetic_problems(2000, 6, 0, numbers="small", worked="digits")
+           if "mod 1000" in p.solution]
+    assert big and all(grade(p.solution, p.answer, "aime").correct for p in big)
+    with pytest.raises(ValueError, match="numbers='tiny' is not one of default, small"):
+        synthetic_problems(3, numbers="tiny")
+    with pytest.raises(ValueError, match="worked='prose' is not one of steps, digits"):
+        synthetic_problems(3, worked="prose")

@@ -153,9 +153,14 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> TrainSummary:
         Done, skipped (already done) and failed variants; a failed variant does not stop
         the others, and rerunning retries only what is not done.
     """
+    import dataclasses
+
+    from ensemble.models import resolve_base
     from train_variants.launch import launch
 
     t0 = time.perf_counter()
+    # Packaged and GGUF bases (smollm2-135m, gguf:PATH) become a cached HF directory.
+    cfg = dataclasses.replace(cfg, base=resolve_base(cfg.base, progress=progress))
     plan = check(cfg)
     variants_dir(cfg).mkdir(parents=True, exist_ok=True)
     _write_population(cfg, plan)
