@@ -34,6 +34,7 @@ from ensemble.config import FitConfig, VoteConfig
 
 STAGES = ("pretrain", "train", "answer", "vote", "fit")
 SHARED = ("out", "base", "seed")
+RESULT_DIRS = ("variants", "answers", "votes", "fits")  # what the stages write in a run dir
 DEMO_BASE = "demo"  # base = "demo": the project's own model, pretrained on first use
 # Keys that decide who does the work and how fast, never what the results are: a rerun
 # may change them without being refused.
@@ -182,6 +183,14 @@ def claim_run_dir(cfg: ExperimentConfig) -> Path:
 
     path = cfg.out / "config.toml"
     text = dump_toml(cfg.to_dict())
+    if not path.exists():
+        # Stage outputs without a config.toml were made by something else (single-stage
+        # commands, a simulated demo): this experiment must not resume from them.
+        foreign = [d for d in RESULT_DIRS if (cfg.out / d).exists()]
+        if foreign:
+            raise ValueError(f"{cfg.out} already holds {', '.join(d + '/' for d in foreign)} "
+                             "from another run and no config.toml; use another --out, or "
+                             f"delete {cfg.out} to start over")
     if path.exists():
         old = _results_view(tomllib.loads(path.read_text()))
         new = _results_view(tomllib.loads(text))

@@ -46,9 +46,27 @@ def write_csv(path: Path, df: pd.DataFrame) -> None:
         df.to_csv(tmp, index=False, float_format="%.12g", lineterminator="\n")
 
 
-def write_parquet(path: Path, df: pd.DataFrame) -> None:
+def write_parquet(path: Path, df: pd.DataFrame, metadata: dict[str, str] | None = None) -> None:
+    """Write ``df`` atomically; ``metadata`` goes into the file's schema (key-value pairs)."""
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        if not metadata:
+            df.to_parquet(tmp, index=False)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        meta = dict(table.schema.metadata or {})
+        meta.update({k.encode(): v.encode() for k, v in metadata.items()})
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+
+
+def read_parquet_metadata(path: Path) -> dict[str, str]:
+    """The key-value metadata of a parquet file (without reading its rows)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in meta.items()}
 
 
 def _jsonable(o):

@@ -1,9 +1,12 @@
 """The answering stage: every variant's answers plus the repetition control.
 
 Work is split into *units*, one per (condition, model): a unit's answers are written to
-``answers/<condition>/<model_id>.parquet`` atomically when the unit is complete.  A rerun
-skips units whose file exists, so a killed run loses only the units in flight and never
-leaves a partial file that counts as done.  Units are spread over shards (``i/n``)
+``answers/<condition>/<model_id>.parquet`` atomically when the unit is complete, with
+its provenance (a fingerprint of the settings, base, adapter and problems, see
+:func:`unit_provenance`) in the file's metadata.  A rerun skips units whose file carries
+the same provenance and refuses files made another way, so a killed run loses only the
+units in flight, never leaves a partial file that counts as done, and never mixes answers
+of another experiment into this one.  Units are spread over shards (``i/n``)
 deterministically, and every request's seed derives from (seed, condition, model,
 problem, sample), so sharding and batching do not change any answer.
 """
@@ -18,13 +21,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ensemble.runio import versions, write_json, write_parquet
+from ensemble.runio import read_parquet_metadata, versions, write_json, write_parquet
 from eval.adapters import Adapter, AdapterError, discover
 from eval.config import AnswerConfig
 from eval.grading import grade
 from eval.problems import PRESETS, SYNTHETIC, Problem, load_problems
 
 BASE_ID = "base"  # model_id of the base model without any adapter
+PROVENANCE_KEY = "ensemble.answers"  # parquet metadata key of a unit file's provenance
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,48 @@ def _check_existing(cfg: AnswerConfig) -> None:
         )
 
 
+def unit_provenance(cfg: AnswerConfig, unit: Unit, base: dict,
+                    problems: list[Problem]) -> dict:
+    """What a unit's answers depend on, hashed per part so a mismatch can be named.
+
+    ``settings``: the answer settings that shape outputs (AnswerConfig.OUTPUT_KEYS);
+    ``base``: the base model's fingerprint; ``adapter``: the adapter weights' sha256
+    (None for the base model); ``problems``: ids, statements and gold answers;
+    ``samples``: answers per problem.
+    """
+    def h(obj) -> str:
+        blob = json.dumps(obj, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    conf = cfg.to_dict()
+    return {
+        "settings": h({k: conf[k] for k in AnswerConfig.OUTPUT_KEYS if k != "base"}),
+        "base": h({k: v for k, v in base.items() if k != "id"}) if "weights" in base
+        else h(base),
+        "adapter": unit.adapter.sha256[:16] if unit.adapter else None,
+        "problems": h([(p.id, p.problem, p.answer) for p in problems]),
+        "samples": unit.samples,
+    }
+
+
+def _is_done(path: Path, want: dict) -> bool:
+    """True if ``path`` holds this unit's answers; raises if it holds something else."""
+    if not path.exists():
+        return False
+    try:
+        have = json.loads(read_parquet_metadata(path).get(PROVENANCE_KEY, "null")) or {}
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ValueError(f"{path} is not a readable parquet file ({exc}); delete it to "
+                         "answer that model again") from exc
+    if have == want:
+        return True
+    what = next((k for k in want if have.get(k) != want[k]), None)
+    why = (f"the {what} it was made with differ from this run's" if what and have else
+           "it records no provenance (made by something other than ensemble answer)")
+    raise ValueError(f"{path} holds answers this run did not make: {why}; use another --out, "
+                     f"or delete {path.parent.parent} to answer again")
+
+
 def _rows(unit: Unit, reqs: list[Request], outs: list[Completion], problems: list[Problem],
           kind: str, keep_text: bool) -> pd.DataFrame:
     recs = []
@@ -175,12 +221,14 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     units = plan_units(cfg, adapters)
     mine = [u for i, u in enumerate(units) if i % cfg.shard_count == cfg.shard_index]
     summary = AnswerSummary(skipped_adapters=skipped)
+    base_fp = model_fingerprint(cfg.base)
+    provenance = {u: unit_provenance(cfg, u, base_fp, problems) for u in mine}
     pending = []
     for u in mine:
-        (summary.skipped_done if u.path(cfg.out).exists() else pending).append(u)
+        (summary.skipped_done if _is_done(u.path(cfg.out), provenance[u]) else pending).append(u)
     write_json(cfg.out / "answers" / "answer.json", {
         "config": {k: v for k, v in cfg.to_dict().items() if k not in ("shard", "workers")},
-        "kind": kind, "problems": len(problems), "base": model_fingerprint(cfg.base),
+        "kind": kind, "problems": len(problems), "base": base_fp,
         "adapters": {a.model_id: {"path": str(a.path), "rank": a.rank, "sha256": a.sha256}
                      for a in adapters},
         "skipped_adapters": skipped, "versions": versions(),
@@ -197,7 +245,7 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     t0 = time.perf_counter()
     for start in range(0, len(pending), per_batch):
         batch = pending[start:start + per_batch]
-        _answer_batch(batch, backend, problems, prompts, kind, cfg, summary)
+        _answer_batch(batch, backend, problems, prompts, kind, cfg, summary, provenance)
         summary.seconds = time.perf_counter() - t0
         bar.update(len(batch))
         bar.set_postfix(tokens=summary.tokens, tok_s=f"{summary.tokens_per_s:.0f}",
@@ -243,7 +291,8 @@ def _requests(unit: Unit, problems, prompts, cfg: AnswerConfig) -> list[Request]
             for i, p in enumerate(problems) for s in range(unit.samples)]
 
 
-def _answer_batch(batch: list[Unit], backend, problems, prompts, kind, cfg, summary) -> None:
+def _answer_batch(batch: list[Unit], backend, problems, prompts, kind, cfg, summary,
+                  provenance: dict) -> None:
     reqs = {u: _requests(u, problems, prompts, cfg) for u in batch}
     try:
         flat = [r for u in batch for r in reqs[u]]
@@ -254,7 +303,7 @@ def _answer_batch(batch: list[Unit], backend, problems, prompts, kind, cfg, summ
             summary.failed[f"{u.condition}/{u.model_id}"] = f"{type(exc).__name__}: {exc}"
             return
         for u in batch:  # one at a time, so one broken adapter does not sink the others
-            _answer_batch([u], backend, problems, prompts, kind, cfg, summary)
+            _answer_batch([u], backend, problems, prompts, kind, cfg, summary, provenance)
         return
     pos = 0
     for u in batch:
@@ -262,6 +311,7 @@ def _answer_batch(batch: list[Unit], backend, problems, prompts, kind, cfg, summ
         part = outs[pos:pos + n]
         pos += n
         df = _rows(u, reqs[u], part, problems, kind, cfg.keep_text)
-        write_parquet(u.path(cfg.out), df)
+        write_parquet(u.path(cfg.out), df,
+                      {PROVENANCE_KEY: json.dumps(provenance[u], sort_keys=True)})
         summary.tokens += int(df["completion_tokens"].sum())
         summary.done.append(f"{u.condition}/{u.model_id}")

@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from ensemble.cli import main
+from ensemble.runio import read_parquet_metadata
 from eval.adapters import AdapterError, discover
 from eval.config import AnswerConfig
 from eval.problems import synthetic_problems
@@ -214,6 +215,32 @@ def test_hf_run_writes_the_contract_and_skips_finished_units(tiny, tmp_path):
     assert again.done == [] and len(again.skipped_done) == 5
     with pytest.raises(ValueError, match=r"answered with temperature=0.8, not 0.5; use another"):
         run_answer(_cfg(tiny, tmp_path / "run", temperature=0.5), progress=False)
+
+
+def test_answers_made_another_way_are_refused_not_reused(tiny, tmp_path):
+    """A unit file counts as done only if its provenance matches this run's."""
+    adapters = tmp_path / "adapters"
+    shutil.copytree(tiny["adapters"], adapters)
+    cfg = _cfg(tiny, tmp_path / "run", adapters=adapters, condition="collaboration")
+    run_answer(cfg, progress=False)
+    prov = json.loads(read_parquet_metadata(cfg.out / "answers/collaboration/v001.parquet")[
+        "ensemble.answers"])
+    assert set(prov) == {"settings", "base", "adapter", "problems", "samples"}
+    # v001 retrained after its answers were written: its answers are stale.
+    w = adapters / "v001" / "adapter_model.safetensors"
+    w.write_bytes(w.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(ValueError, match=r"v001.parquet holds answers this run did not make: "
+                                         r"the adapter it was made with differ"):
+        run_answer(cfg, progress=False)
+    shutil.copy(tiny["adapters"] / "v001" / "adapter_model.safetensors", w)
+    # A file written by something else (here a bare pandas table) is not taken as done.
+    f = cfg.out / "answers/collaboration/v002.parquet"
+    pd.read_parquet(f).to_parquet(f, index=False)
+    with pytest.raises(ValueError, match=r"v002.parquet holds answers this run did not make: "
+                                         r"it records no provenance"):
+        run_answer(cfg, progress=False)
+    f.unlink()
+    assert run_answer(cfg, progress=False).done == ["collaboration/v002"]
 
 
 def test_one_broken_adapter_is_reported_and_the_others_finish(tiny, tmp_path):

@@ -79,6 +79,23 @@ def test_run_directory_refuses_another_experiment(tmp_path):
                               "to start over")
 
 
+def test_run_directory_with_results_but_no_config_is_refused(tmp_path):
+    """E.g. a simulated demo's answers: an experiment must not resume from them."""
+    (tmp_path / "r" / "answers" / "collaboration").mkdir(parents=True)
+    (tmp_path / "r" / "votes").mkdir()
+    cfg = ExperimentConfig.from_dict({"out": tmp_path / "r", "base": "b"})
+    with pytest.raises(ValueError) as err:
+        claim_run_dir(cfg)
+    assert str(err.value) == (f"{tmp_path / 'r'} already holds answers/, votes/ from another "
+                              f"run and no config.toml; use another --out, or delete "
+                              f"{tmp_path / 'r'} to start over")
+    assert not (tmp_path / "r" / "config.toml").exists()
+    # An empty or unrelated directory is fine.
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "notes.txt").write_text("x")
+    claim_run_dir(ExperimentConfig.from_dict({"out": tmp_path / "s", "base": "b"}))
+
+
 def test_fresh_refuses_a_directory_that_is_not_a_run(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(ValueError, match="is not a run directory .no config.toml.; refusing"):

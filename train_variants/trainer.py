@@ -21,6 +21,7 @@ import shutil
 import socket
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,6 +212,33 @@ def _versions(vllm_used: bool) -> dict:
     return v
 
 
+def _step_bar(vid: str):
+    """A TrainerCallback: one transient tqdm bar per variant, steps and the latest reward."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class StepBar(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.bar = tqdm(total=state.max_steps, desc=f"  {vid} GRPO", unit="step",
+                            leave=False, dynamic_ncols=True)
+
+        def on_step_end(self, args, state, control, **kw):
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            reward = (logs or {}).get("rewards/correct/mean", (logs or {}).get("reward"))
+            if self.bar is not None and reward is not None:
+                self.bar.set_postfix(reward=f"{float(reward):.3f}")
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+
+    return StepBar()
+
+
 def _peft_init(name: str):
     return True if name == "default" else name
 
@@ -300,7 +328,12 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
     t_import = time.perf_counter()
     import torch
     from peft import LoraConfig, get_peft_model
-    from trl import GRPOConfig, GRPOTrainer
+
+    with warnings.catch_warnings():
+        # TRL warns on import that it was tested with vLLM <= 0.31; the pinned 0.32 is the
+        # one this project tests (tests/test_train.py serves trained adapters through it).
+        warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
+        from trl import GRPOConfig, GRPOTrainer
 
     import_s = time.perf_counter() - t_import
     dtype = resolve_dtype(cfg, device)
@@ -331,17 +364,19 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
             learning_rate=cfg.learning_rate, reward_weights=weights,
             # The plan fixes the order: TRL must not reshuffle it.
             shuffle_dataset=False, seed=vp.sampling_seed, data_seed=vp.sampling_seed,
-            logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=not progress,
+            logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
             use_cpu=device == "cpu", bf16=dtype == "bfloat16", fp16=dtype == "float16",
             gradient_checkpointing=cfg.gradient_checkpointing and device == "cuda",
             use_vllm=vllm_used, vllm_mode="colocate", dataloader_num_workers=0)
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args,
                               train_dataset=dataset, processing_class=tok)
-        if not progress:
-            # With the bar off, transformers prints every step's log dict instead.
-            from transformers.trainer_callback import PrinterCallback
+        # transformers prints every step's log dict (PrinterCallback, or through its own
+        # bar); one compact bar with the reward replaces both.
+        from transformers.trainer_callback import PrinterCallback
 
-            trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(PrinterCallback)
+        if progress:
+            trainer.add_callback(_step_bar(vp.vid))
         build_s = time.perf_counter() - t_build
         t_train = time.perf_counter()
         trainer.train()
