@@ -277,6 +277,11 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True, log=print) -> E
     log(f"[2/5] train {train_cfg.variants} variants -> {cfg.out / 'variants'}")
     train = run_train(train_cfg, progress=progress)
     failed = getattr(train, "failed", None)
+    usable = len(train.done) + len(train.skipped)
+    if failed and usable < 2:  # voting needs two voters; say why rather than fail later
+        vid, err = sorted(failed.items())[0]
+        raise RuntimeError(f"only {usable} of {len(train.planned)} variants trained; {vid} "
+                           f"failed with {err} (all failures: `ensemble status {cfg.out}`)")
     if failed:
         log(f"      {len(failed)} variant(s) failed: {', '.join(sorted(failed))} "
             "(see `ensemble status`); answering with the rest")

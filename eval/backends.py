@@ -49,7 +49,13 @@ class VLLMBackend:
             for k, v in CPU_ENV.items():
                 os.environ.setdefault(k, v)
         try:
-            from vllm import LLM
+            import warnings
+
+            with warnings.catch_warnings():
+                # vLLM's import touches torch.distributed.reduce_op (deprecated alias, two
+                # FutureWarnings per import): noise on every run, nothing a user can act on.
+                warnings.filterwarnings("ignore", message=".*reduce_op.* is deprecated")
+                from vllm import LLM
         except ImportError as exc:
             raise ImportError(
                 "the vllm backend needs vLLM: `pip install vllm` on CUDA machines, "

@@ -62,16 +62,16 @@ def scaling_figure(votes: Votes, fit: FitResult, path: Path) -> Path:
         if cond in fit.conditions:
             f = fit.conditions[cond].log
             kk = np.geomspace(f.k_min, f.k_max, 100)
-            ax.plot(kk, f.predict(kk), ls=":", color="black", lw=1.2)
-            ax.annotate(f"{f.a:.3f} + {f.b:.4f} ln k", (kk[-1], f.predict(kk[-1])),
-                        textcoords="offset points", xytext=(-5, 6), ha="right", fontsize=8,
-                        color=color)
+            # The fitted equation goes in the legend: annotations at the line's end
+            # collide with the curves when the two conditions end close together.
+            ax.plot(kk, f.predict(kk), ls=":", color=color, lw=1.4, alpha=0.9,
+                    label=f"{cond}: fit {f.a:.3f} + {f.b:.4f} ln k")
     ax.set_xscale("log")
     ax.set_xlabel("committee size k (log scale)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_title("Majority-vote accuracy vs committee size (bands: 95% bootstrap CI)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7.5, loc="best", framealpha=0.9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
@@ -150,7 +150,11 @@ def render_markdown(votes: Votes, fit: FitResult, figures: list[Path], root: Pat
         sat = ""
         if f.saturating is not None and f.saturating.converged:
             s = f.saturating
-            sat = f" (saturating {s.c:.3f} − {s.d:.3f}·k^−{s.beta:.2f}, ΔAIC {s.aic - L.aic:+.1f})"
+            if s.beta < 0.01:  # c − d·k^−β → (c − d) + dβ·ln k as β → 0: the log law
+                sat = f" (saturating fit degenerates to the log law, β={s.beta:.1e})"
+            else:
+                sat = (f" (saturating {s.c:.3f} − {s.d:.3f}·k^−{s.beta:.2f}, "
+                       f"ΔAIC {s.aic - L.aic:+.1f})")
         lines.append(f"| {name} | {L.a:.4f} | [{L.a_ci[0]:.4f}, {L.a_ci[1]:.4f}] | {L.b:.4f} | "
                      f"[{L.b_ci[0]:.4f}, {L.b_ci[1]:.4f}] | {L.r2:.3f} | {L.k_min}–{L.k_max} | "
                      f"{f.preferred}{sat} |")

@@ -96,6 +96,29 @@ def test_run_directory_with_results_but_no_config_is_refused(tmp_path):
     claim_run_dir(ExperimentConfig.from_dict({"out": tmp_path / "s", "base": "b"}))
 
 
+def test_run_stops_with_the_training_error_when_fewer_than_two_variants_train(tmp_path,
+                                                                              monkeypatch):
+    import train_variants.stage as train_stage
+    from ensemble.experiment import run_experiment
+    from train_variants.stage import TrainSummary
+
+    def all_fail(cfg, progress=True):
+        return TrainSummary(planned=["v000", "v001", "v002"], done=["v002"],
+                            failed={"v000": "OSError: disk full", "v001": "OSError: disk full"})
+
+    monkeypatch.setattr(train_stage, "run_train", all_fail)
+    base = tmp_path / "base"
+    base.mkdir()
+    cfg = ExperimentConfig.from_dict({"out": tmp_path / "r", "base": str(base),
+                                      "train": {"pool": "synthetic:8", "variants": 3},
+                                      "answer": {"benchmark": "synthetic:4"}})
+    with pytest.raises(RuntimeError) as err:
+        run_experiment(cfg, progress=False, log=lambda *_: None)
+    assert str(err.value) == (f"only 1 of 3 variants trained; v000 failed with OSError: disk "
+                              f"full (all failures: `ensemble status {tmp_path / 'r'}`)")
+    assert not (tmp_path / "r" / "answers").exists()
+
+
 def test_fresh_refuses_a_directory_that_is_not_a_run(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(ValueError, match="is not a run directory .no config.toml.; refusing"):

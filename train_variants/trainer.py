@@ -376,7 +376,7 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
 
         trainer.remove_callback(PrinterCallback)
         if progress:
-            trainer.add_callback(_step_bar(vp.vid))
+            trainer.add_callback(_step_bar(vp.id))
         build_s = time.perf_counter() - t_build
         t_train = time.perf_counter()
         trainer.train()
