@@ -49,13 +49,7 @@ class VLLMBackend:
             for k, v in CPU_ENV.items():
                 os.environ.setdefault(k, v)
         try:
-            import warnings
-
-            with warnings.catch_warnings():
-                # vLLM's import touches torch.distributed.reduce_op (deprecated alias, two
-                # FutureWarnings per import): noise on every run, nothing a user can act on.
-                warnings.filterwarnings("ignore", message=".*reduce_op.* is deprecated")
-                from vllm import LLM
+            from vllm import LLM
         except ImportError as exc:
             raise ImportError(
                 "the vllm backend needs vLLM: `pip install vllm` on CUDA machines, "
@@ -73,7 +67,13 @@ class VLLMBackend:
             kwargs["enable_chunked_prefill"] = False
         kwargs.update(cfg.engine_kwargs)
         self.engine_kwargs = kwargs
-        self.llm = LLM(**kwargs)
+        import warnings
+
+        with warnings.catch_warnings():
+            # Building the engine touches torch.distributed.reduce_op (a deprecated alias,
+            # two FutureWarnings each time): noise on every run that no user can act on.
+            warnings.filterwarnings("ignore", message=".*reduce_op.* is deprecated")
+            self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.cfg = cfg
         self._lora_ids: dict[str, int] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -251,6 +252,17 @@ def test_run_every_stage_then_resume_after_a_kill(tiny_base, tmp_path):
         time.sleep(0.05)
     p.wait()
     assert not (killed / "answers").exists(), "the run was not interrupted during training"
+    # ... then kill the rerun once answering has begun (an answer file is written) ...
+    p = subprocess.Popen(_run_cmd(conf), env=_env(), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 900
+    while time.time() < deadline and p.poll() is None:
+        if list((killed / "answers").rglob("*.parquet")):
+            os.killpg(p.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    p.wait()
+    assert not (killed / "votes").exists(), "the run was not interrupted while answering"
     # ... and again: the rerun finishes with the same results as the uninterrupted run.
     proc = subprocess.run(_run_cmd(conf), env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -261,3 +273,21 @@ def test_run_every_stage_then_resume_after_a_kill(tiny_base, tmp_path):
     proc = subprocess.run(_run_cmd(changed), env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "describes another experiment (train.steps: 2 there, 3 now)" in proc.stderr
+    # The notebook draws its figures from a real run directory.
+    _execute_notebook(run)
+
+
+def _execute_notebook(run: Path) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / "scaling.ipynb", as_version=4)
+    os.environ["ENSEMBLE_RUN"] = str(run)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        del os.environ["ENSEMBLE_RUN"]
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert (run / "notebook_figures" / "scaling.png").exists()
