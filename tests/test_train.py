@@ -46,7 +46,10 @@ def trained(digit_base, zero_pool, tmp_path_factory):
     from train_variants.stage import run_train
 
     cfg = cfg_for(digit_base, zero_pool, tmp_path_factory.mktemp("run") / "run")
-    summary = run_train(cfg, progress=False)
+    # progress=True: the per-variant step bar runs inside the trainer (as in `ensemble
+    # demo`); a fault there would fail the variants and every test below.
+    summary = run_train(cfg, progress=True)
+    assert not summary.failed, summary.failed
     return cfg, summary
 
 
