@@ -63,9 +63,9 @@ def test_bad_input_is_one_clear_error(setup, tmp_path, case):
     args = common(base, pool, tmp_path / "run") + ["--variants", 2]
     if case == "base":
         args[1] = tmp_path / "no-such-model"
-        want = (f"Error: base model '{tmp_path / 'no-such-model'}' not found: no such "
-                "directory, and it is not a Hugging Face id (owner/name); pass a local model "
-                "directory")
+        want = (f"Error: base='{tmp_path / 'no-such-model'}' looks like a local path but "
+                "does not exist; give an existing checkpoint directory, a Hugging Face id "
+                "(org/name), gguf:PATH, or one of: smollm2-135m")
     elif case == "answer_field":
         bad = tmp_path / "noanswer.jsonl"
         bad.write_text('{"id": "a", "problem": "1+1?", "solution": "2"}\n')
