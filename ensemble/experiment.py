@@ -191,7 +191,7 @@ def claim_run_dir(cfg: ExperimentConfig) -> Path:
             raise ValueError(f"{cfg.out} already holds {', '.join(d + '/' for d in foreign)} "
                              "from another run and no config.toml; use another --out, or "
                              f"delete {cfg.out} to start over")
-    if path.exists():
+    else:
         old = _results_view(tomllib.loads(path.read_text()))
         new = _results_view(tomllib.loads(text))
         if old != new:

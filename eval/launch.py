@@ -16,8 +16,6 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     cluster has GPUs, else one CPU.  Units never overlap between shards and files are
     written atomically, so tasks need no coordination beyond the shared run directory.
     """
-    import dataclasses
-
     from ensemble.models import resolve_base
 
     # Packaged and GGUF bases (smollm2-135m, gguf:PATH) become a cached HF directory,

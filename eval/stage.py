@@ -122,15 +122,23 @@ def build_prompts(tokenizer, problems: list[Problem], cfg: AnswerConfig) -> list
     for p in problems:
         text = cfg.prompt_template.format(problem=p.problem)
         if getattr(tokenizer, "chat_template", None):
-            msgs = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else [])
-            msgs.append({"role": "user", "content": text})
-            rendered = tokenizer.apply_chat_template(msgs, add_generation_prompt=True,
-                                                     tokenize=False)
+            rendered = chat_prompt(tokenizer, text, cfg.system_prompt)
             ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
         else:
             ids = tokenizer(text)["input_ids"]
         out.append(tuple(int(i) for i in ids))
     return out
+
+
+def chat_prompt(tokenizer, text: str, system_prompt: str | None = None) -> str:
+    """``text`` as the user turn of the tokenizer's chat template, ready for the reply.
+
+    The one place prompts are rendered: pretraining the demo base lays its examples out
+    with it too, so the base sees at training time exactly what it is asked at answer time.
+    """
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    msgs.append({"role": "user", "content": text})
+    return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
 
 def _check_existing(cfg: AnswerConfig) -> None:
@@ -148,14 +156,12 @@ def _check_existing(cfg: AnswerConfig) -> None:
         )
 
 
-def unit_provenance(cfg: AnswerConfig, unit: Unit, base: dict,
-                    problems: list[Problem]) -> dict:
-    """What a unit's answers depend on, hashed per part so a mismatch can be named.
+def run_provenance(cfg: AnswerConfig, base: dict, problems: list[Problem]) -> dict:
+    """What every unit's answers depend on, hashed per part so a mismatch can be named.
 
     ``settings``: the answer settings that shape outputs (AnswerConfig.OUTPUT_KEYS);
-    ``base``: the base model's fingerprint; ``adapter``: the adapter weights' sha256
-    (None for the base model); ``problems``: ids, statements and gold answers;
-    ``samples``: answers per problem.
+    ``base``: the base model's fingerprint; ``problems``: ids, statements and gold answers.
+    :func:`unit_provenance` adds the unit's own parts.
     """
     def h(obj) -> str:
         blob = json.dumps(obj, sort_keys=True, default=str).encode()
@@ -166,10 +172,15 @@ def unit_provenance(cfg: AnswerConfig, unit: Unit, base: dict,
         "settings": h({k: conf[k] for k in AnswerConfig.OUTPUT_KEYS if k != "base"}),
         "base": h({k: v for k, v in base.items() if k != "id"}) if "weights" in base
         else h(base),
-        "adapter": unit.adapter.sha256[:16] if unit.adapter else None,
         "problems": h([(p.id, p.problem, p.answer) for p in problems]),
-        "samples": unit.samples,
     }
+
+
+def unit_provenance(shared: dict, unit: Unit) -> dict:
+    """:func:`run_provenance` plus the unit's ``adapter`` (weights sha256, None for the
+    base model) and ``samples`` (answers per problem)."""
+    return {**shared, "adapter": unit.adapter.sha256[:16] if unit.adapter else None,
+            "samples": unit.samples}
 
 
 def _is_done(path: Path, want: dict) -> bool:
@@ -222,7 +233,8 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     mine = [u for i, u in enumerate(units) if i % cfg.shard_count == cfg.shard_index]
     summary = AnswerSummary(skipped_adapters=skipped)
     base_fp = model_fingerprint(cfg.base)
-    provenance = {u: unit_provenance(cfg, u, base_fp, problems) for u in mine}
+    shared = run_provenance(cfg, base_fp, problems)
+    provenance = {u: unit_provenance(shared, u) for u in mine}
     pending = []
     for u in mine:
         (summary.skipped_done if _is_done(u.path(cfg.out), provenance[u]) else pending).append(u)

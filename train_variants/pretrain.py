@@ -32,12 +32,13 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from eval.config import DEFAULT_TEMPLATE
 from eval.problems import Problem, synthetic_problems
+from eval.stage import chat_prompt
 
 # Bump when the recipe below changes in a way the settings do not capture (data layout,
 # init, loss): the cache key includes it, so old cached models are not reused.
@@ -115,7 +116,7 @@ class PretrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
     @property
-    def bounds(self) -> dict[str, str]:
+    def problem_kwargs(self) -> dict[str, str]:
         """The problem-shape settings as keyword arguments of ``synthetic_problems``."""
         return {"numbers": self.numbers, "worked": self.worked}
 
@@ -150,16 +151,15 @@ def cache_key(cfg: PretrainConfig, seed: int) -> str:
 # --- data -------------------------------------------------------------------------------
 
 def render_prompt(tokenizer, problem: Problem) -> str:
-    """The answering stage's prompt text for ``problem`` (see ``eval.stage.build_prompts``)."""
-    msgs = [{"role": "user", "content": DEFAULT_TEMPLATE.format(problem=problem.problem)}]
-    return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    """The answering stage's prompt text for ``problem`` (default template, no system turn)."""
+    return chat_prompt(tokenizer, DEFAULT_TEMPLATE.format(problem=problem.problem))
 
 
 def held_out_problems(cfg: PretrainConfig, difficulty: int | None = None,
                       n: int | None = None) -> list[Problem]:
     """The held-out problems of ``pretrain.json``: the eval seed, never trained on."""
     return synthetic_problems(n or cfg.eval_problems, difficulty or cfg.eval_difficulty,
-                              cfg.eval_seed, **cfg.bounds)
+                              cfg.eval_seed, **cfg.problem_kwargs)
 
 
 def training_problems(cfg: PretrainConfig, n: int, seed: int,
@@ -172,15 +172,13 @@ def training_problems(cfg: PretrainConfig, n: int, seed: int,
     banned = {p.problem for p in exclude}
     per = -(-n // len(cfg.difficulties)) + 1
     pools = [[p for p in synthetic_problems(per + len(banned), d, TRAIN_SEED_OFFSET + seed,
-                                                  **cfg.bounds)
+                                                  **cfg.problem_kwargs)
               if p.problem not in banned][:per] for d in cfg.difficulties]
     mixed = [p for group in zip(*pools) for p in group]
     return mixed[:n]
 
 
 def _corpus_for_tokenizer(problems: list[Problem]) -> list[str]:
-    from eval.tinymodel import CHAT_TEMPLATE  # noqa: F401  (the template is added by build)
-
     texts = [DEFAULT_TEMPLATE.format(problem=p.problem) for p in problems]
     texts += [p.solution for p in problems]
     texts += ["user", "assistant", "system"]  # role names the chat template writes
@@ -480,12 +478,11 @@ def build_demo_base(cache_dir: Path, *, seed: int = 0, progress: bool = True,
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    import tokenizers
+    import torch
+    import transformers
 
-    out = {}
-    for pkg in ("ensemble", "torch", "transformers", "tokenizers"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
+    from ensemble.runio import versions
+
+    return {**versions(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__}

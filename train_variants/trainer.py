@@ -15,7 +15,6 @@ untouched.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
 import socket
