@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,11 +19,12 @@ from click.testing import CliRunner
 
 from ensemble.cli import main
 from ensemble.runio import read_parquet_metadata
-from eval.adapters import AdapterError, discover
+from eval.adapters import discover
 from eval.config import AnswerConfig
 from eval.problems import synthetic_problems
 from eval.stage import BASE_ID, build_prompts, plan_units, request_seed, run_answer
 from eval.tinymodel import build_tiny_model, make_lora_adapters
+from tests.helpers import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["condition", "model_id", "problem_id", "sample", "answer", "gold", "correct",
@@ -337,15 +336,8 @@ def test_vllm_run_killed_midway_resumes_to_the_same_table(tiny, tmp_path):
     assert "answered 5 model(s), 0 already done, 0 failed" in whole.stdout
     # Kill (SIGKILL: no cleanup) as soon as the first unit is on disk.
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_answer_cmd(tiny, run), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 900
-    while time.time() < deadline and proc.poll() is None:
-        if list((run / "answers").rglob("*.parquet")):
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait()
+    kill_when(_answer_cmd(tiny, run), _env(),
+              lambda: bool(list((run / "answers").rglob("*.parquet"))), poll=0.05)
     finished = sorted((run / "answers").rglob("*.parquet"))
     assert 1 <= len(finished) < 5, "the run was not interrupted midway"
     resumed = subprocess.run(_answer_cmd(tiny, run), env=_env(), capture_output=True,

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
 from ensemble.cli import main
 from ensemble.simulate import write_run_answers
-from tests.helpers import small_table
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import execute_notebook, small_table
 
 
 @pytest.fixture
@@ -63,17 +58,7 @@ def test_demo_command_runs_and_reuses(tmp_path):
 
 @pytest.mark.slow
 def test_notebook_executes_on_a_run(voted_run):
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(ROOT / "notebooks" / "scaling.ipynb", as_version=4)
-    os.environ["ENSEMBLE_RUN"] = str(voted_run)
-    try:
-        NotebookClient(nb, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        del os.environ["ENSEMBLE_RUN"]
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    outputs = execute_notebook(voted_run)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from click.testing import CliRunner
 from ensemble.cli import main
 from ensemble.demo import DEMO_CONFIG, demo_config
 from ensemble.experiment import ExperimentConfig, claim_run_dir, dump_toml, fresh_start
+from tests.helpers import execute_notebook, kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -216,10 +216,7 @@ def tiny_base(tmp_path_factory):
 @pytest.mark.slow
 def test_run_every_stage_then_resume_after_a_kill(tiny_base, tmp_path):
     import json
-    import os
-    import signal
     import subprocess
-    import time
 
     conf = _experiment(tmp_path, "whole", tiny_base)
     proc = subprocess.run(_run_cmd(conf), env=_env(), capture_output=True, text=True, timeout=900)
@@ -242,26 +239,11 @@ def test_run_every_stage_then_resume_after_a_kill(tiny_base, tmp_path):
     # Kill a second run (SIGKILL, no clean-up) once its first variant is done ...
     conf = _experiment(tmp_path, "killed", tiny_base)
     killed = tmp_path / "killed"
-    p = subprocess.Popen(_run_cmd(conf), env=_env(), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 900
-    while time.time() < deadline and p.poll() is None:
-        if list((killed / "variants").glob("v*/variant.json")):
-            os.killpg(p.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    p.wait()
+    kill_when(_run_cmd(conf), _env(),
+              lambda: bool(list((killed / "variants").glob("v*/variant.json"))))
     assert not (killed / "answers").exists(), "the run was not interrupted during training"
     # ... then kill the rerun once answering has begun (an answer file is written) ...
-    p = subprocess.Popen(_run_cmd(conf), env=_env(), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 900
-    while time.time() < deadline and p.poll() is None:
-        if list((killed / "answers").rglob("*.parquet")):
-            os.killpg(p.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    p.wait()
+    kill_when(_run_cmd(conf), _env(), lambda: bool(list((killed / "answers").rglob("*.parquet"))))
     assert not (killed / "votes").exists(), "the run was not interrupted while answering"
     # ... and again: the rerun finishes with the same results as the uninterrupted run.
     proc = subprocess.run(_run_cmd(conf), env=_env(), capture_output=True, text=True, timeout=900)
@@ -274,20 +256,6 @@ def test_run_every_stage_then_resume_after_a_kill(tiny_base, tmp_path):
     assert proc.returncode == 1
     assert "describes another experiment (train.steps: 2 there, 3 now)" in proc.stderr
     # The notebook draws its figures from a real run directory.
-    _execute_notebook(run)
-
-
-def _execute_notebook(run: Path) -> None:
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(ROOT / "notebooks" / "scaling.ipynb", as_version=4)
-    os.environ["ENSEMBLE_RUN"] = str(run)
-    try:
-        NotebookClient(nb, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        del os.environ["ENSEMBLE_RUN"]
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    outputs = execute_notebook(run)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert (run / "notebook_figures" / "scaling.png").exists()
