@@ -166,6 +166,14 @@ def validate(table: pd.DataFrame) -> None:
                 f"{_where(table, bad[0])}: correct={c.iat[bad[0]]!r} is not a boolean; "
                 "use true/false or drop the column"
             )
+        # No answer cannot be a correct one: such a row would vote for the gold class.
+        said_true = c.astype(str).str.lower().isin(["true", "1"]).to_numpy()
+        bad = np.flatnonzero(said_true & _canonical(table["answer"]).isna().to_numpy())
+        if len(bad):
+            raise AnswersError(
+                f"{_where(table, bad[0])}: correct=True but the answer is empty; a row "
+                "without an answer cannot be correct: fix the answer or set correct=false"
+            )
 
 
 @dataclass

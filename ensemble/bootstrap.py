@@ -48,3 +48,58 @@ def percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.nda
     alpha = (1 - level) / 2
     lo, hi = np.quantile(samples, [alpha, 1 - alpha], axis=0)
     return lo, hi
+
+
+def model_resamples(n_models: int, reps: int, seed: int) -> np.ndarray:
+    """Indices of ``reps`` resamples of the control models, shape ``(reps, n_models)``.
+
+    Drawn from their own stream, so the problem resamples of :func:`problem_resamples`
+    stay the same whether or not models are resampled too.  With one model every
+    resample is that model: the interval is then conditional on it.
+    """
+    if reps == 0 or n_models <= 1:
+        return np.zeros((reps, max(n_models, 1)), dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x30DE1]))
+    return rng.integers(0, n_models, size=(reps, n_models))
+
+
+def resampled_model_means(W: np.ndarray, idx: np.ndarray, model_idx: np.ndarray) -> np.ndarray:
+    """Mean over resampled models and problems: ``W`` is (models, problems, K), result (reps, K).
+
+    Parameters
+    ----------
+    W : ndarray, shape (models, problems, K)
+        Per-model, per-problem values (the repetition control's accuracy at each k).
+    idx : ndarray of int, shape (reps, problems)
+        Problem resamples (:func:`problem_resamples`), shared with the other condition
+        so that differences stay paired.
+    model_idx : ndarray of int, shape (reps, models)
+        Model resamples (:func:`model_resamples`).
+
+    Notes
+    -----
+    Problems and models are crossed (every model answers every problem), so each
+    resample draws both independently and averages the selected cells: the "pigeonhole"
+    bootstrap of Owen (2007), which includes the variance from the choice of control
+    model and errs on the wide side by counting the model-by-problem interaction twice.
+
+    References
+    ----------
+    A. B. Owen, "The pigeonhole bootstrap", Annals of Applied Statistics 1(2), 2007.
+
+    Examples
+    --------
+    >>> W = np.arange(8, dtype=float).reshape(2, 2, 2)
+    >>> resampled_model_means(W, np.array([[0, 1]]), np.array([[1, 1]])).tolist()
+    [[5.0, 6.0]]
+    """
+    reps, p = idx.shape
+    m = W.shape[0]
+    if reps == 0:
+        return np.zeros((0, W.shape[2]))
+    counts = np.zeros((reps, W.shape[1]))
+    np.add.at(counts, (np.repeat(np.arange(reps), p), idx.ravel()), 1.0)
+    mcounts = np.zeros((reps, m))
+    np.add.at(mcounts, (np.repeat(np.arange(reps), model_idx.shape[1]), model_idx.ravel()), 1.0)
+    per_model = np.einsum("rp,mpk->rmk", counts, W) / p
+    return np.einsum("rm,rmk->rk", mcounts, per_model) / model_idx.shape[1]

@@ -84,7 +84,7 @@ def fit(votes_dir, out, k_min, bootstrap, seed):
         result = run_fit(cfg)
     except ValueError as exc:
         raise _fail(exc) from None
-    click.echo(result.table())
+    click.echo(result.summary())
     click.echo(f"wrote {cfg.out_dir}/fit.json")
 
 
@@ -129,7 +129,11 @@ def _merge(config_file: Path | None, section: str, flags: dict) -> dict:
 @click.option("--max-tokens", type=int)
 @click.option("--samples", type=int, help="Answers per variant per problem.")
 @click.option("--repetition-model", multiple=True, help="Model(s) for the control (adapter id or 'base').")
-@click.option("--repetition-samples", type=int)
+@click.option("--repetition-models", type=int,
+              help="Control models spread over the variants when --repetition-model is not "
+              "given [default: 4].")
+@click.option("--repetition-samples", type=int, help="Samples per control model "
+              "[default: as many as there are variants].")
 @click.option("--seed", type=int)
 @click.option("--limit", type=int, help="Answer only the first N problems.")
 @click.option("--max-loras", type=int)

@@ -76,6 +76,10 @@ class FitConfig:
     votes: Path
     out: Path | None = None  # default: <run>/fits beside the votes directory
     k_min: int = 1  # smallest k in the fit; raise it to fit only the asymptotic part
+    # Log-spaced points of the common fit grid: every decade of k weighs the same, so b
+    # does not depend on whether the vote computed every k or a log:M grid.
+    grid_points: int = 20
+    holdout_ratio: float = 4.0  # the extrapolation check fits k <= k_max / 4, predicts k_max
     bootstrap: int | None = None  # None: as many as vote used (recorded in vote.json)
     seed: int = 0
     ci: float = 0.95
@@ -86,6 +90,10 @@ class FitConfig:
             self.out = Path(self.out)
         if self.k_min < 1:
             raise ValueError(f"k_min={self.k_min} must be at least 1")
+        if self.grid_points < 2:
+            raise ValueError(f"grid_points={self.grid_points} must be at least 2")
+        if not self.holdout_ratio > 1:
+            raise ValueError(f"holdout_ratio={self.holdout_ratio} must be above 1, e.g. 4")
         if not 0 < self.ci < 1:
             raise ValueError(f"ci={self.ci} must lie strictly between 0 and 1, e.g. 0.95")
 

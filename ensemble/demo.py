@@ -90,7 +90,7 @@ def headline(run_dir: Path, fit) -> str:
             f"[{f.b_ci[0]:.4f}, {f.b_ci[1]:.4f}]"
         )
     if fit.comparison:
-        c = fit.comparison
-        lines.append(f"{'gap':>13}: collaboration - repetition at k={c['k']}: {c['gap']:+.3f} "
-                     f"[{c['gap_ci'][0]:+.3f}, {c['gap_ci'][1]:+.3f}]")
+        for g in fit.comparison["gaps"]:
+            lines.append(f"{'gap':>13}: collaboration - repetition at k={g['k']}: "
+                         f"{g['gap']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]")
     return "\n".join(lines)

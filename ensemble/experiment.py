@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ensemble.config import FitConfig, VoteConfig
+from eval.config import SHARED_KEYS as SHARED  # the top-level keys every stage shares
 
 STAGES = ("pretrain", "train", "answer", "vote", "fit")
-SHARED = ("out", "base", "seed")
 RESULT_DIRS = ("variants", "answers", "votes", "fits")  # what the stages write in a run dir
 DEMO_BASE = "demo"  # base = "demo": the project's own model, pretrained on first use
 # Keys that decide who does the work and how fast, never what the results are: a rerun

@@ -17,18 +17,86 @@ from typing import Iterator
 import pandas as pd
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The file gets the permissions of any other new file (0666 less the umask), not the
+    0600 of a temporary file: run directories are shared between users and nodes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_output_dir(path: Path, kind: str, marker: str) -> None:
+    """Refuse an output directory that is a file or holds someone else's files.
+
+    Called before any work, so a wrong ``--out`` fails at once; ``marker`` is a file
+    every output set of this kind holds (``vote.json`` for a votes directory).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a directory; give --out a directory path")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
+        raise ValueError(f"{path} holds files but is not a {kind} (no {marker}); give --out "
+                         "an empty or new directory")
+    probe = path if path.exists() else next((p for p in path.parents if p.exists()), None)
+    if probe is not None and not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{probe} is not writable by this user; give --out a directory you "
+                         "can write")
+
+
+@contextmanager
+def atomic_dir(path: Path, kind: str, marker: str) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; swap it in for ``path`` on success.
+
+    A stage whose output is a set of files (votes/, fits/) writes them all here, so a
+    reader sees either the whole old set or the whole new one, never a mix of two runs:
+    an interrupted stage leaves the old set (and a hidden temporary directory) behind.
+
+    Parameters
+    ----------
+    path : Path
+        The output directory.
+    kind : str
+        What it holds, for messages ("votes directory").
+    marker : str
+        A file every complete set holds; an existing ``path`` without it that is not
+        empty is refused rather than replaced (it is not ours to delete).
+    """
+    import shutil
+
+    path = Path(path)
+    check_output_dir(path, kind, marker)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -38,7 +106,26 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    """Strict JSON: NaN and infinities (not JSON) are written as null."""
+    text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=_jsonable,
+                      allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _finite(o):
+    import math
+
+    import numpy as np
+
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    return o
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:

@@ -22,8 +22,8 @@ from ensemble.runio import write_parquet
 class SimConfig:
     problems: int = 30  # AIME size
     variants: int = 32  # collaboration voters
-    samples: int = 32  # repetition samples of the control model
-    repetition_models: int = 1
+    samples: int = 32  # repetition samples of each control model
+    repetition_models: int = 4  # control models (the first variants), as `ensemble answer` does
     base_skill: float = -0.6  # mean logit of P(correct); -0.6 -> about 35% at k=1
     problem_sd: float = 1.6  # spread of problem difficulty (logit)
     variant_sd: float = 0.7  # variant-to-variant skill spread per problem (logit)

@@ -7,6 +7,8 @@ Monte-Carlo committees), pass@k, and bootstrap CIs over problems, and writes
 * ``curve.csv`` / ``curve.parquet``: one row per (condition, k),
 * ``curve_by_model.csv``: the repetition control per model,
 * ``per_problem.parquet``: W in long form (condition, problem_id, k, accuracy, pass_at_k),
+* ``per_problem_by_model.parquet``: the same for each repetition control model
+  (condition, model_id, problem_id, k, accuracy, pass_at_k),
 * ``voters.csv``: accuracy of every single voter (condition, voter, accuracy),
 * ``vote.json``: settings, input hash, versions.
 """
@@ -22,9 +24,23 @@ from tqdm.auto import tqdm
 
 from ensemble import answers as A
 from ensemble import voting
-from ensemble.bootstrap import percentile_ci, problem_resamples, resampled_means
+from ensemble.bootstrap import (model_resamples, percentile_ci, problem_resamples,
+                                resampled_model_means)
 from ensemble.config import VoteConfig, parse_k
-from ensemble.runio import versions, write_csv, write_json, write_parquet
+from ensemble.runio import atomic_dir, check_output_dir, versions, write_csv, write_json, write_parquet
+
+VOTE_MARKER = "vote.json"  # written last into every complete votes directory
+
+
+@dataclass
+class ModelCurve:
+    """One repetition control model: its own samples voted on their own."""
+
+    model_id: str
+    n_voters: int
+    W: np.ndarray  # (problems, K)
+    pass_k: np.ndarray  # (problems, K)
+    committee_sd: np.ndarray | None = None  # Monte-Carlo only
 
 
 @dataclass
@@ -38,7 +54,14 @@ class ConditionResult:
     n_voters: int
     n_models: int = 1
     committee_sd: np.ndarray | None = None  # Monte-Carlo only
-    per_model: list[tuple[str, int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    per_model: list[ModelCurve] = field(default_factory=list)
+
+    @property
+    def model_W(self) -> np.ndarray:
+        """W of every control model, shape (models, problems, K); (1, P, K) otherwise."""
+        if self.per_model:
+            return np.stack([m.W for m in self.per_model])
+        return self.W[None]
 
 
 @dataclass
@@ -48,11 +71,14 @@ class VoteResult:
     curve: pd.DataFrame
     by_model: pd.DataFrame
     per_problem: pd.DataFrame
+    per_problem_by_model: pd.DataFrame
     voters: pd.DataFrame  # accuracy of every single voter (condition, voter, accuracy)
     missing: dict[str, int]
 
 
 def _pool_curves(pool: A.Pool, ks: np.ndarray, cfg: VoteConfig):
+    if int(ks.max()) > pool.n_voters:  # the grid logic below must never let this through
+        raise AssertionError(f"k={int(ks.max())} above the {pool.n_voters} voters of {pool.name}")
     if cfg.estimator == "exact":
         hists = [voting.histogram(pool.codes[p], pool.gold[p]) for p in range(len(pool.gold))]
         W = voting.exact_matrix(hists, ks)
@@ -64,58 +90,96 @@ def _pool_curves(pool: A.Pool, ks: np.ndarray, cfg: VoteConfig):
     return W, pk, sd
 
 
-def _grid(cfg: VoteConfig, pool: A.Pool, what: str) -> np.ndarray:
-    try:
-        return parse_k(cfg.k, pool.n_voters)
-    except ValueError as exc:
-        if "exceeds" in str(exc):
-            k = parse_k(cfg.k, None if cfg.k is None else 10**12).max()
-            raise ValueError(
-                f"k={int(k)} exceeds the {pool.n_voters} voters of {what} in {cfg.input}; "
-                "lower --k"
-            ) from None
-        raise
+def _is_log(spec: str | None) -> bool:
+    return spec is not None and str(spec).replace(" ", "").startswith("log:")
+
+
+def condition_grids(spec: str | None, pools: dict[str, list[A.Pool]], source) -> dict[str, np.ndarray]:
+    """The k grid of every condition, each k within every pool of that condition.
+
+    Parameters
+    ----------
+    spec : str or None
+        The ``--k`` spec (see :func:`ensemble.config.parse_k`).
+    pools : dict
+        Condition name -> its voter pools (one for collaboration, one per control model
+        for repetition).
+    source : path-like
+        Named in messages.
+
+    Returns
+    -------
+    dict
+        Condition -> sorted k.  A condition whose pools have different sizes gets the k
+        up to its smallest pool, with a warning naming the pools that cut it; a k above
+        every pool of a one-pool condition is an error.  For ``log:M`` each condition's
+        grid also holds the log grid up to the smallest pool of all conditions, so the
+        conditions share one log-spaced grid over their common range (the fit uses it).
+    """
+    sizes = {name: [p.n_voters for p in pl] for name, pl in pools.items()}
+    common = min(min(s) for s in sizes.values())
+    explicit = spec is not None and str(spec).strip() not in ("", "all") and not _is_log(spec)
+    grids = {}
+    for name, plist in pools.items():
+        n_min = min(sizes[name])
+        if explicit:
+            wanted = parse_k(spec, 10**12)
+            if len(plist) == 1 and wanted.max() > n_min:
+                raise ValueError(f"k={int(wanted.max())} exceeds the {n_min} voters of condition "
+                                 f"{name} in {source}; lower --k")
+            ks = wanted[wanted <= n_min]
+            if not ks.size:
+                raise ValueError(
+                    f"k={int(wanted.min())} exceeds the voters of every {name} model in "
+                    f"{source} ({', '.join(f'{p.name}={p.n_voters}' for p in plist)}); lower --k")
+            cut = wanted.max() > n_min
+        else:
+            ks = parse_k(spec, n_min)
+            cut = max(sizes[name]) > n_min
+            if _is_log(spec):
+                ks = np.union1d(ks, parse_k(spec, common))
+        if cut:
+            warnings.warn(
+                f"{name} models have different sample counts "
+                f"({', '.join(f'{p.name}={p.n_voters}' for p in plist)}); every model is voted "
+                f"on its own samples only, so the {name} curve stops at k={int(ks.max())}, "
+                "its smallest model's count",
+                stacklevel=2,
+            )
+        grids[name] = ks
+    return grids
 
 
 def compute(table: pd.DataFrame, cfg: VoteConfig, progress: bool = False) -> VoteResult:
     """Curves of every condition in ``table`` (pure computation, no files)."""
     pools = A.build_pools(table)
+    by_cond = {n: [p] for n, p in pools.pools.items()} | dict(pools.by_model)
+    grids = condition_grids(cfg.k, by_cond, cfg.input)
     conds: dict[str, ConditionResult] = {}
-    jobs = [(n, [p]) for n, p in pools.pools.items()] + list(pools.by_model.items())
-    for name, plist in tqdm(jobs, desc="voting", disable=not progress, leave=False):
-        if name == A.REPETITION:
-            # Every model must support the grid: check them all before computing.
-            grids = [_grid(cfg, p, f"{p.name}") for p in plist]
-            ks = grids[int(np.argmin([len(g) for g in grids]))] if cfg.k is None else grids[0]
-            if cfg.k is None and len({p.n_voters for p in plist}) > 1:
-                warnings.warn(
-                    f"repetition models have different sample counts "
-                    f"({', '.join(f'{p.name}={p.n_voters}' for p in plist)}); the curve stops "
-                    f"at k={int(ks.max())}, the smallest",
-                    stacklevel=2,
-                )
-            per_model = []
-            for p in plist:
-                W, pk, sd = _pool_curves(p, ks, cfg)
-                per_model.append((p.name.split("/", 1)[1], p.n_voters, W, pk, sd))
-            W = np.mean([m[2] for m in per_model], axis=0)
-            pk = np.mean([m[3] for m in per_model], axis=0)
-            sd = None if cfg.estimator == "exact" else np.mean([m[4] for m in per_model], axis=0)
-            conds[name] = ConditionResult(
-                name, ks, W, pk, min(p.n_voters for p in plist), len(plist), sd,
-                [(m, n, w, q) for m, n, w, q, _ in per_model],
-            )
-        else:
-            pool = plist[0]
-            ks = _grid(cfg, pool, f"condition {name}")
-            W, pk, sd = _pool_curves(pool, ks, cfg)
-            conds[name] = ConditionResult(name, ks, W, pk, pool.n_voters, 1, sd)
+    jobs = [(name, p) for name, plist in by_cond.items() for p in plist]
+    curves: dict[str, list[ModelCurve]] = {name: [] for name in by_cond}
+    for name, p in tqdm(jobs, desc="voting", disable=not progress, leave=False):
+        W, pk, sd = _pool_curves(p, grids[name], cfg)
+        curves[name].append(ModelCurve(p.name.split("/", 1)[-1], p.n_voters, W, pk, sd))
+    for name, mc in curves.items():
+        sd = None if cfg.estimator == "exact" else np.mean([m.committee_sd for m in mc], axis=0)
+        conds[name] = ConditionResult(
+            name, grids[name], np.mean([m.W for m in mc], axis=0),
+            np.mean([m.pass_k for m in mc], axis=0), min(m.n_voters for m in mc), len(mc), sd,
+            mc if name in pools.by_model else [],
+        )
     idx = problem_resamples(len(pools.problems), cfg.bootstrap, cfg.seed)
-    curve_rows, model_rows, long_rows = [], [], []
+    curve_rows, model_rows, long_rows, long_model_rows = [], [], [], []
     for name, c in conds.items():
-        boot = resampled_means(c.W, idx)
+        # Several control models: resample them with the problems, so the CI includes
+        # the choice of control model (ensemble.bootstrap.resampled_model_means).
+        midx = model_resamples(c.n_models, cfg.bootstrap, cfg.seed)
+        boot = resampled_model_means(c.model_W, idx, midx)
         lo, hi = percentile_ci(boot, cfg.ci)
-        plo, phi = percentile_ci(resampled_means(c.pass_k, idx), cfg.ci)
+        pboot = resampled_model_means(
+            np.stack([m.pass_k for m in c.per_model]) if c.per_model else c.pass_k[None], idx,
+            midx)
+        plo, phi = percentile_ci(pboot, cfg.ci)
         curve_rows.append(pd.DataFrame({
             "condition": name, "k": c.ks, "accuracy": c.W.mean(axis=0), "ci_low": lo,
             "ci_high": hi, "pass_at_k": c.pass_k.mean(axis=0), "pass_ci_low": plo,
@@ -124,12 +188,18 @@ def compute(table: pd.DataFrame, cfg: VoteConfig, progress: bool = False) -> Vot
             "n_voters": c.n_voters, "n_models": c.n_models, "n_problems": len(pools.problems),
             "estimator": cfg.estimator,
         }))
-        for model, n, W, pk in c.per_model:
-            model_rows.append(pd.DataFrame({
-                "condition": name, "model_id": model, "k": c.ks, "accuracy": W.mean(axis=0),
-                "pass_at_k": pk.mean(axis=0), "n_voters": n,
-            }))
         P, K = c.W.shape
+        for m in c.per_model:
+            model_rows.append(pd.DataFrame({
+                "condition": name, "model_id": m.model_id, "k": c.ks,
+                "accuracy": m.W.mean(axis=0), "pass_at_k": m.pass_k.mean(axis=0),
+                "n_voters": m.n_voters,
+            }))
+            long_model_rows.append(pd.DataFrame({
+                "condition": name, "model_id": m.model_id,
+                "problem_id": np.repeat(pools.problems, K), "k": np.tile(c.ks, P),
+                "accuracy": m.W.ravel(), "pass_at_k": m.pass_k.ravel(),
+            }))
         long_rows.append(pd.DataFrame({
             "condition": name, "problem_id": np.repeat(pools.problems, K),
             "k": np.tile(c.ks, P), "accuracy": c.W.ravel(), "pass_at_k": c.pass_k.ravel(),
@@ -138,38 +208,47 @@ def compute(table: pd.DataFrame, cfg: VoteConfig, progress: bool = False) -> Vot
     by_model = (pd.concat(model_rows, ignore_index=True) if model_rows else
                 pd.DataFrame(columns=["condition", "model_id", "k", "accuracy", "pass_at_k",
                                       "n_voters"]))
+    per_problem_by_model = (
+        pd.concat(long_model_rows, ignore_index=True) if long_model_rows else
+        pd.DataFrame(columns=["condition", "model_id", "problem_id", "k", "accuracy",
+                              "pass_at_k"]))
     per_problem = pd.concat(long_rows, ignore_index=True)
-    all_pools = [(n, p) for n, p in pools.pools.items()]
-    all_pools += [(n, p) for n, pl in pools.by_model.items() for p in pl]
     voters = pd.concat([
         pd.DataFrame({"condition": n, "voter": [f"{p.name.split('/', 1)[-1]}/{v}"
-                                                 if n == A.REPETITION else v for v in p.voters],
+                                                 if n in pools.by_model else v for v in p.voters],
                       "accuracy": (p.codes == p.gold[:, None]).mean(axis=0)})
-        for n, p in all_pools
+        for n, plist in by_cond.items() for p in plist
     ], ignore_index=True)
-    missing = {p.name: p.missing for p in pools.pools.values()}
-    missing.update({p.name: p.missing for pl in pools.by_model.values() for p in pl})
-    return VoteResult(pools.problems, conds, curve, by_model, per_problem, voters, missing)
+    missing = {p.name: p.missing for plist in by_cond.values() for p in plist}
+    return VoteResult(pools.problems, conds, curve, by_model, per_problem, per_problem_by_model,
+                      voters, missing)
+
+
+def _condition_meta(c: ConditionResult) -> dict:
+    return {"n_voters": c.n_voters, "n_models": c.n_models, "k_max": int(c.ks.max()),
+            "models": [m.model_id for m in c.per_model] or None,
+            "ci_sources": ["problems", "control models"] if c.n_models > 1 else ["problems"]}
 
 
 def run_vote(cfg: VoteConfig, progress: bool = True) -> VoteResult:
     """Read the answers named by ``cfg``, compute the curves and write the votes directory."""
+    check_output_dir(cfg.out_dir, "votes directory", VOTE_MARKER)
     table, digest = A.load_answers(cfg.input)
     result = compute(table, cfg, progress=progress)
-    out = cfg.out_dir
-    write_csv(out / "curve.csv", result.curve)
-    write_parquet(out / "curve.parquet", result.curve)
-    write_csv(out / "curve_by_model.csv", result.by_model)
-    write_parquet(out / "per_problem.parquet", result.per_problem)
-    write_csv(out / "voters.csv", result.voters)
-    write_json(out / "vote.json", {
-        "config": cfg.to_dict(),
-        "input_sha256": digest,
-        "n_rows": len(table),
-        "problems": len(result.problems),
-        "conditions": {n: {"n_voters": c.n_voters, "n_models": c.n_models,
-                           "k_max": int(c.ks.max())} for n, c in result.conditions.items()},
-        "missing_answers": result.missing,
-        "versions": versions(),
-    })
+    with atomic_dir(cfg.out_dir, "votes directory", VOTE_MARKER) as out:
+        write_csv(out / "curve.csv", result.curve)
+        write_parquet(out / "curve.parquet", result.curve)
+        write_csv(out / "curve_by_model.csv", result.by_model)
+        write_parquet(out / "per_problem.parquet", result.per_problem)
+        write_parquet(out / "per_problem_by_model.parquet", result.per_problem_by_model)
+        write_csv(out / "voters.csv", result.voters)
+        write_json(out / "vote.json", {
+            "config": cfg.to_dict(),
+            "input_sha256": digest,
+            "n_rows": len(table),
+            "problems": len(result.problems),
+            "conditions": {n: _condition_meta(c) for n, c in result.conditions.items()},
+            "missing_answers": result.missing,
+            "versions": versions(),
+        })
     return result

@@ -213,7 +213,7 @@ def exact_accuracy(h: Histogram, k_max: int | None = None) -> np.ndarray:
     Two voters right, one wrong: a committee of two has a 1/3 chance of being
     {right, right} (wins) and 2/3 of a 1-1 tie (wins half the time).
 
-    >>> exact_accuracy(Histogram(2, (1,), 0))[2].round(12)
+    >>> float(exact_accuracy(Histogram(2, (1,), 0))[2].round(12))
     0.666666666667
     """
     k = h.n if k_max is None else int(k_max)
@@ -230,7 +230,7 @@ def exact_matrix(hists: list[Histogram], ks: np.ndarray) -> np.ndarray:
     hists : list of Histogram
         One per problem; all must have the same number of voters N.
     ks : array of int
-        Committee sizes, each in 1..N.
+        Committee sizes, each in 1..N (a larger k is a ValueError).
 
     Returns
     -------
@@ -241,14 +241,13 @@ def exact_matrix(hists: list[Histogram], ks: np.ndarray) -> np.ndarray:
     if len(hists) == 0:
         return np.zeros((0, len(ks)))
     k_max = int(ks.max()) if len(ks) else 0
-    rows = [_exact_cached(h, min(k_max, h.n)) for h in hists]
-    return np.stack([r[ks] if len(r) > k_max else _pad(r, k_max)[ks] for r in rows])
-
-
-def _pad(r: np.ndarray, k_max: int) -> np.ndarray:
-    out = np.zeros(k_max + 1)
-    out[: len(r)] = r
-    return out
+    # A committee larger than the pool does not exist: padding it with zeros once
+    # dragged a repetition curve down silently, so it is refused here.
+    small = [h.n for h in hists if h.n < k_max]
+    if small:
+        raise ValueError(f"k={k_max} exceeds a pool of {min(small)} voters; every k must be "
+                         "within the voters of every problem's pool")
+    return np.stack([_exact_cached(h, k_max)[ks] for h in hists])
 
 
 def pass_at_k(n: int, c: int, ks: np.ndarray) -> np.ndarray:
@@ -281,6 +280,8 @@ def pass_at_k(n: int, c: int, ks: np.ndarray) -> np.ndarray:
     """
     ks = np.asarray(ks, dtype=np.int64)
     k_max = int(ks.max()) if ks.size else 0
+    if k_max > n:
+        raise ValueError(f"k={k_max} exceeds the {n} voters; pass@k needs k <= n")
     i = np.arange(k_max)
     factors = np.clip((n - c - i) / np.maximum(n - i, 1), 0.0, 1.0)
     miss = np.concatenate([[1.0], np.cumprod(factors)])

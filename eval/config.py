@@ -37,8 +37,12 @@ class AnswerConfig:
     max_tokens: int = 4096  # AIME solutions are long; lower it for small models
     seed: int = 0  # each request's seed derives from (seed, model, problem, sample)
     samples: int = 1  # answers per variant per problem (collaboration)
-    repetition_model: list[str] = field(default_factory=list)  # default: the first adapter
-    repetition_samples: int | None = None  # default: as many as there are adapters
+    # The repetition control: several models, so the comparison is with "a typical
+    # variant sampled repeatedly", not with whichever variant happened to be first (one
+    # model's own accuracy can explain the whole gap), and the spread between them is seen.
+    repetition_model: list[str] = field(default_factory=list)  # default: see repetition_models
+    repetition_models: int = 4  # control models spread evenly over the variants (all if fewer)
+    repetition_samples: int | None = None  # per control model; default: as many as variants
     max_loras: int = 8  # adapters resident in the engine at once
     max_lora_rank: int = 64  # must be >= every adapter's rank (checked before loading)
     adapters_per_batch: int | None = None  # adapters per generate call; default max_loras
@@ -66,13 +70,17 @@ class AnswerConfig:
             raise ValueError(f"temperature={self.temperature} must lie in [0, 5]")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must lie in (0, 1]")
-        for name in ("max_tokens", "samples", "max_loras", "max_lora_rank", "workers"):
+        for name in ("max_tokens", "samples", "max_loras", "max_lora_rank", "workers",
+                     "repetition_models"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
         if self.max_lora_rank not in LORA_RANKS:
             raise ValueError(f"max_lora_rank={self.max_lora_rank} is not a rank vLLM supports; "
                              f"use one of {', '.join(map(str, LORA_RANKS))} (at least the "
                              "largest adapter rank)")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit={self.limit} must be at least 1 (the first N problems); "
+                             "leave it out to answer every problem")
         if self.repetition_samples is not None and self.repetition_samples < 1:
             raise ValueError(f"repetition_samples={self.repetition_samples} must be at least 1")
         if isinstance(self.repetition_model, str):
@@ -116,6 +124,9 @@ def parse_shard(spec: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+SHARED_KEYS = ("base", "out", "seed")  # top-level keys of an experiment file
+
+
 def read_toml(path: Path, section: str | None = None) -> dict[str, Any]:
     """A TOML config file as a dict (one section of it when ``section`` is given)."""
     path = Path(path)
@@ -126,5 +137,8 @@ def read_toml(path: Path, section: str | None = None) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML ({exc})") from None
     if section is not None and section in data:
-        return dict(data[section])
+        # An experiment file (`ensemble run`): its shared top-level keys apply to every
+        # stage, so `ensemble train EXPERIMENT.toml` trains what `ensemble run` would.
+        shared = {k: data[k] for k in SHARED_KEYS if k in data}
+        return {**shared, **data[section]}
     return data

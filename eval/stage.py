@@ -28,6 +28,10 @@ from eval.grading import grade
 from eval.problems import PRESETS, SYNTHETIC, Problem, load_problems
 
 BASE_ID = "base"  # model_id of the base model without any adapter
+# The run's answering record and invocation log sit beside answers/, not in it, so that
+# answers/ is a plain parquet dataset: pandas.read_parquet("RUN/answers") reads it whole.
+META_FILE = "answers.json"
+LOG_FILE = "answers.log.jsonl"
 PROVENANCE_KEY = "ensemble.answers"  # parquet metadata key of a unit file's provenance
 
 
@@ -103,7 +107,7 @@ def plan_units(cfg: AnswerConfig, adapters: list[Adapter]) -> list[Unit]:
                                "condition; train variants or pass --adapters DIR")
         units += [Unit("collaboration", a.model_id, a, cfg.samples) for a in adapters]
     if cfg.condition in ("repetition", "both"):
-        models = cfg.repetition_model or ([adapters[0].model_id] if adapters else [BASE_ID])
+        models = cfg.repetition_model or control_models(adapters, cfg.repetition_models)
         n = cfg.repetition_samples or max(len(adapters), 1) * cfg.samples
         for m in models:
             if m != BASE_ID and m not in by_id:
@@ -111,6 +115,25 @@ def plan_units(cfg: AnswerConfig, adapters: list[Adapter]) -> list[Unit]:
                                    f"{cfg.adapters_dir}; use one of them or {BASE_ID!r}")
             units.append(Unit("repetition", m, by_id.get(m), n))
     return units
+
+
+def control_models(adapters: list[Adapter], count: int) -> list[str]:
+    """The default repetition control: ``count`` variants spread evenly over the population.
+
+    Variants differ only in seeds, so any choice is as typical as another; spreading them
+    evenly (v000, v005, v010, v015 of 16 for 4) is deterministic and needs no seed.  The
+    base model stands in when there are no adapters.
+
+    Examples
+    --------
+    >>> control_models([Adapter(f"v{i:03d}", None, 8, "base", "") for i in range(16)], 4)
+    ['v000', 'v005', 'v010', 'v015']
+    """
+    if not adapters:
+        return [BASE_ID]
+    n, m = len(adapters), min(count, len(adapters))
+    picks = sorted({round(i * (n - 1) / max(m - 1, 1)) for i in range(m)})
+    return [adapters[i].model_id for i in picks]
 
 
 def build_prompts(tokenizer, problems: list[Problem], cfg: AnswerConfig) -> list[tuple[int, ...]]:
@@ -142,7 +165,7 @@ def chat_prompt(tokenizer, text: str, system_prompt: str | None = None) -> str:
 
 
 def _check_existing(cfg: AnswerConfig) -> None:
-    meta = cfg.out / "answers" / "answer.json"
+    meta = cfg.out / META_FILE
     if not meta.exists():
         return
     old = json.loads(meta.read_text()).get("config", {})
@@ -213,7 +236,14 @@ def _rows(unit: Unit, reqs: list[Request], outs: list[Completion], problems: lis
         if keep_text:
             rec["text"] = c.text
         recs.append(rec)
-    return pd.DataFrame(recs)
+    # One schema for every unit file, whatever its values (a unit whose answers are all
+    # null would otherwise get a null-typed column), so answers/ reads as one dataset.
+    return pd.DataFrame(recs).astype(ANSWER_DTYPES | ({"text": "string"} if keep_text else {}))
+
+
+ANSWER_DTYPES = {"condition": "string", "model_id": "string", "problem_id": "string",
+                 "sample": "int64", "answer": "string", "gold": "string", "correct": "bool",
+                 "completion_tokens": "int64", "finish_reason": "string"}
 
 
 def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
@@ -238,14 +268,15 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     pending = []
     for u in mine:
         (summary.skipped_done if _is_done(u.path(cfg.out), provenance[u]) else pending).append(u)
-    write_json(cfg.out / "answers" / "answer.json", {
+    record = {
         "config": {k: v for k, v in cfg.to_dict().items() if k not in ("shard", "workers")},
         "kind": kind, "problems": len(problems), "base": base_fp,
         "adapters": {a.model_id: {"path": str(a.path), "rank": a.rank, "sha256": a.sha256}
                      for a in adapters},
         "skipped_adapters": skipped, "versions": versions(),
-    })
+    }
     if not pending:
+        write_json(cfg.out / META_FILE, record)
         return summary
     from eval.backends import make_backend
 
@@ -258,6 +289,10 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     for start in range(0, len(pending), per_batch):
         batch = pending[start:start + per_batch]
         _answer_batch(batch, backend, problems, prompts, kind, cfg, summary, provenance)
+        if summary.done and not (cfg.out / META_FILE).exists():
+            # Recorded once something is answered: a run that failed before its first
+            # answer (a wrong base, say) leaves nothing that would refuse the fixed rerun.
+            write_json(cfg.out / META_FILE, record)
         summary.seconds = time.perf_counter() - t0
         bar.update(len(batch))
         bar.set_postfix(tokens=summary.tokens, tok_s=f"{summary.tokens_per_s:.0f}",
@@ -284,7 +319,7 @@ def model_fingerprint(base: str) -> dict:
 
 
 def _log_invocation(cfg: AnswerConfig, backend, summary: AnswerSummary) -> None:
-    """Append this invocation's engine settings, work and timing to answers/runs.jsonl.
+    """Append this invocation's engine settings, work and timing to answers.log.jsonl.
 
     One line per invocation (shards append their own; a short O_APPEND write does not
     interleave), so a resumed or sharded run keeps the history of who did what.
@@ -293,7 +328,7 @@ def _log_invocation(cfg: AnswerConfig, backend, summary: AnswerSummary) -> None:
            "backend": cfg.backend, "engine": {k: str(v) for k, v in backend.engine_kwargs.items()},
            "done": summary.done, "failed": summary.failed, "tokens": summary.tokens,
            "seconds": round(summary.seconds, 3), "tokens_per_s": round(summary.tokens_per_s, 1)}
-    with open(cfg.out / "answers" / "runs.jsonl", "a") as fh:
+    with open(cfg.out / LOG_FILE, "a") as fh:
         fh.write(json.dumps(rec, sort_keys=True) + "\n")
 
 

@@ -29,16 +29,26 @@ def _votes_dir(path: Path) -> Path:
     return path / "votes" if (path / "votes").is_dir() else path
 
 
-def _fit_for(votes: Votes, votes_dir: Path) -> tuple[FitResult, dict]:
-    """The fit of these votes: read fits/fit.json when it exists, else fit in memory."""
+def load_fit(votes: Votes, votes_dir: Path) -> FitResult:
+    """The fit of these votes: ``fits/fit.json`` when it was fitted to them, else in memory.
+
+    A report renders fit.json, it does not refit: the numbers in the report are the
+    numbers in the file.  A fit.json made from other votes (the votes were redone since)
+    is refused rather than shown beside a table it does not describe.
+    """
     fit_json = votes_dir.parent / "fits" / "fit.json"
-    cfg = FitConfig(votes=votes_dir)
-    if fit_json.exists():
-        # Same settings as the saved fit (k_min, seed, bootstrap), so the numbers agree.
-        saved = json.loads(fit_json.read_text()).get("config", {})
-        cfg = FitConfig.from_dict({**saved, "votes": votes_dir, "out": saved.get("out")})
-    result = fit_votes(votes, cfg)
-    return result, result.to_dict()
+    if not fit_json.exists():
+        return fit_votes(votes, FitConfig(votes=votes_dir))
+    try:
+        data = json.loads(fit_json.read_text())
+        fit = FitResult.from_dict(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{fit_json}: not a fit this version can read ({exc}); rerun "
+                         f"`ensemble fit {votes_dir}`") from None
+    if fit.votes_sha256 != votes.sha256:
+        raise ValueError(f"{fit_json} was fitted to other votes than {votes_dir} holds now; "
+                         f"rerun `ensemble fit {votes_dir}`")
+    return fit
 
 
 def scaling_figure(votes: Votes, fit: FitResult, path: Path) -> Path:
@@ -66,6 +76,12 @@ def scaling_figure(votes: Votes, fit: FitResult, path: Path) -> Path:
             # collide with the curves when the two conditions end close together.
             ax.plot(kk, f.predict(kk), ls=":", color=color, lw=1.4, alpha=0.9,
                     label=f"{cond}: fit {f.a:.3f} + {f.b:.4f} ln k")
+            sat = fit.conditions[cond].saturating
+            if sat is not None and sat.converged and sat.beta >= 0.01:
+                ax.plot(kk, sat.predict(kk), ls="-.", color=color, lw=1.0, alpha=0.6,
+                        label=f"{cond}: saturating {sat.c:.3f} − {sat.d:.3f}·k^−{sat.beta:.2f}")
+    if fit.k_grid:
+        ax.axvspan(fit.k_grid[0], fit.k_grid[-1], color="0.5", alpha=0.04, lw=0)
     ax.set_xscale("log")
     ax.set_xlabel("committee size k (log scale)")
     ax.set_ylabel("accuracy")
@@ -125,6 +141,28 @@ def _curve_table(curve: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _sources(sources, n_models: int) -> str:
+    if "control models" in sources:
+        return f"problems + choice of control model ({n_models} models)"
+    return "problems"
+
+
+def _verdict(c: dict) -> str:
+    """The comparison at the largest k in one plain sentence."""
+    g = c["gaps"][-1]
+    lo, hi = g["ci_low"], g["ci_high"]
+    if not np.isfinite(lo):
+        return f"At k = {g['k']} the gap is {g['gap']:+.4f} (no CI: bootstrap was off)."
+    if lo > 0:
+        return (f"At k = {g['k']} collaboration beats repetition by {g['gap']:+.4f} "
+                f"(95% CI [{lo:+.4f}, {hi:+.4f}] excludes 0).")
+    if hi < 0:
+        return (f"At k = {g['k']} repetition beats collaboration by {-g['gap']:.4f} "
+                f"(95% CI [{lo:+.4f}, {hi:+.4f}] excludes 0).")
+    return (f"At k = {g['k']} the data cannot tell the conditions apart: the gap "
+            f"{g['gap']:+.4f} has a 95% CI [{lo:+.4f}, {hi:+.4f}] that holds 0.")
+
+
 def render_markdown(votes: Votes, fit: FitResult, figures: list[Path], root: Path) -> str:
     meta = votes.meta
     cfg = meta.get("config", {})
@@ -143,39 +181,63 @@ def render_markdown(votes: Votes, fit: FitResult, figures: list[Path], root: Pat
         lines.append(f"- missing answers counted as no answer: {missing}")
     lines += ["", "## Accuracy by committee size", "", _curve_table(votes.curve), ""]
     lines += ["## Fits: accuracy ≈ a + b·ln k", "",
-              "| condition | a | a 95% CI | b | b 95% CI | R² | k range | AIC prefers |",
-              "|---|---|---|---|---|---|---|---|"]
+              f"Every condition is fitted on the same {len(fit.k_grid)} log-spaced committee "
+              f"sizes from k = {fit.k_grid[0]} to {fit.k_grid[-1]} "
+              f"({', '.join(map(str, fit.k_grid))}), so each decade of k weighs the same and "
+              "the slopes are comparable.", "",
+              "| condition | a | a 95% CI | b | b 95% CI | CI includes |",
+              "|---|---|---|---|---|---|"]
     for name, f in fit.conditions.items():
         L = f.log
-        sat = ""
-        if f.saturating is not None and f.saturating.converged:
-            s = f.saturating
-            if s.beta < 0.01:  # c − d·k^−β → (c − d) + dβ·ln k as β → 0: the log law
-                sat = f" (saturating fit degenerates to the log law, β={s.beta:.1e})"
-            else:
-                sat = (f" (saturating {s.c:.3f} − {s.d:.3f}·k^−{s.beta:.2f}, "
-                       f"ΔAIC {s.aic - L.aic:+.1f})")
         lines.append(f"| {name} | {L.a:.4f} | [{L.a_ci[0]:.4f}, {L.a_ci[1]:.4f}] | {L.b:.4f} | "
-                     f"[{L.b_ci[0]:.4f}, {L.b_ci[1]:.4f}] | {L.r2:.3f} | {L.k_min}–{L.k_max} | "
-                     f"{f.preferred}{sat} |")
+                     f"[{L.b_ci[0]:.4f}, {L.b_ci[1]:.4f}] | {_sources(f.sources, f.n_models)} |")
+    lines += ["", "### Does ln k extrapolate on this data?", "",
+              "Each curve is fitted again on its lower part only (k ≤ k_max / "
+              f"{fit.config.holdout_ratio:g}) and the fit's prediction at k_max is compared "
+              "with the measured accuracy there. A difference whose CI holds 0 means the log "
+              "law carried over the held-out range; a negative one means the curve bends down "
+              "(saturates) faster than ln k.", "",
+              "| condition | fitted on k ≤ | k_max | measured | predicted | measured − predicted "
+              "(95% CI) | verdict | saturating fit, same check |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, f in fit.conditions.items():
+        h = f.holdout
+        if h is None:
+            lines.append(f"| {name} | — | — | — | — | — | grid too short (needs 3 points at "
+                         f"k ≤ k_max/{fit.config.holdout_ratio:g}) | — |")
+            continue
+        sat = "—" if f.saturating_holdout is None else f"{f.saturating_holdout:+.4f}"
+        lines.append(f"| {name} | {h.k_fit_max} | {h.k_top} | {h.measured:.4f} | "
+                     f"{h.predicted:.4f} | {h.error:+.4f} [{h.ci[0]:+.4f}, {h.ci[1]:+.4f}] | "
+                     f"{h.verdict()} | {sat} |")
     lines.append("")
     if fit.comparison:
         c = fit.comparison
         lines += ["## Collaboration versus repetition", "",
-                  f"- accuracy gap at k = {c['k']} (collaboration − repetition): "
-                  f"**{c['gap']:+.4f}** [{c['gap_ci'][0]:+.4f}, {c['gap_ci'][1]:+.4f}] "
-                  f"({c['accuracy_collaboration']:.4f} vs {c['accuracy_repetition']:.4f})",
-                  f"- slope difference b_collab − b_rep: **{c['slope_diff']:+.4f}** "
-                  f"[{c['slope_diff_ci'][0]:+.4f}, {c['slope_diff_ci'][1]:+.4f}]",
-                  "- CIs pair the two conditions on the same resampled problems.", ""]
+                  "| k | collaboration | repetition | gap (collaboration − repetition) | "
+                  "95% CI | interval method |", "|---|---|---|---|---|---|"]
+        for g in c["gaps"]:
+            lines.append(f"| {g['k']} | {g['accuracy_collaboration']:.4f} | "
+                         f"{g['accuracy_repetition']:.4f} | **{g['gap']:+.4f}** | "
+                         f"[{g['ci_low']:+.4f}, {g['ci_high']:+.4f}] | {g['method']} |")
+        lo, hi = c["slope_diff_ci"]
+        lines += ["", f"- slope difference b_collab − b_rep over k = {c['k_range'][0]}.."
+                  f"{c['k_range'][1]}: **{c['slope_diff']:+.4f}** [{lo:+.4f}, {hi:+.4f}]",
+                  f"- {_verdict(c)}",
+                  f"- The CIs include the variance from: {', '.join(c['ci_sources'])}"
+                  + (". With one control model the comparison is conditional on that model."
+                     if "control models" not in c["ci_sources"] else
+                     " (control models resampled together with the problems).")
+                  + " Both conditions are paired on the same resampled problems; the "
+                  "population of variants itself is held fixed.", ""]
     lines += ["## Figures", ""]
     for f in figures:
         lines.append(f"![{f.stem}]({f.relative_to(root).as_posix()})")
     lines += ["", "## Caveats", "",
               "- The points of a curve are correlated, not independent: every k averages "
-              "over the same "
-              "problems and voters, so R² and OLS standard errors overstate precision. The "
-              "bootstrap CIs (resampling problems) are the honest ones.",
+              "over the same problems and voters, so R², AIC and OLS standard errors would "
+              "overstate precision and are not reported. The bootstrap CIs (resampling "
+              "problems, and control models where there are several) are the honest ones.",
               f"- With {n_problems} problems (AIME has 30), one problem moves accuracy by "
               f"{1 / max(n_problems, 1):.3f}; CIs are wide and differences of a few points are "
               "within noise.",
@@ -195,7 +257,7 @@ def write_report(path: Path, out: Path | None = None) -> Report:
     """
     votes_dir = _votes_dir(Path(path))
     votes = load_votes(votes_dir)
-    fit, _ = _fit_for(votes, votes_dir)
+    fit = load_fit(votes, votes_dir)
     root = Path(out) if out is not None else votes_dir.parent
     figs = [scaling_figure(votes, fit, root / "figures" / "scaling.png")]
     voters_csv = votes_dir / "voters.csv"

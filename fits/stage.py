@@ -1,20 +1,35 @@
-"""The fit stage: votes directory -> ``fits/fit.json`` (and a printed table)."""
+"""The fit stage: votes directory -> ``fits/fit.json`` (and a printed summary).
+
+Every condition is fitted on one common, log-spaced k grid over the k range that all
+conditions share (:func:`fits.scaling.fit_grid`), so slopes are comparable and do not
+depend on the ``--k`` spec of the vote.  Uncertainty is a bootstrap over problems,
+paired between conditions (one resample index for all), with the repetition control's
+models resampled together with the problems when there are several of them.  The log
+law is checked by extrapolation (fit on k <= k_max/4, compare the prediction at k_max
+with the measurement).  The collaboration - repetition gap is reported at several k
+with the interval method chosen by :func:`fits.intervals.gap_interval`.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ensemble.bootstrap import percentile_ci, problem_resamples, resampled_means
+from ensemble.bootstrap import (model_resamples, percentile_ci, problem_resamples,
+                                resampled_model_means)
 from ensemble.config import FitConfig
-from ensemble.runio import versions, write_json
-from fits.scaling import LogFit, SaturatingFit, log_fit, log_fit_many, saturating_fit
+from ensemble.runio import check_output_dir, versions, write_json
+from fits.intervals import gap_interval
+from fits.scaling import (LogFit, SaturatingFit, fit_grid, holdout_error, log_fit,
+                          log_fit_many, saturating_fit)
 
 COLLAB, REPET = "collaboration", "repetition"
+VOTE_FILES = ("curve.parquet", "per_problem.parquet", "vote.json")
 
 
 class VotesError(ValueError):
@@ -28,6 +43,8 @@ class Votes:
     curve: pd.DataFrame
     per_problem: pd.DataFrame
     meta: dict
+    per_problem_by_model: pd.DataFrame | None = None
+    sha256: str = ""  # of the files read, so a fit can tell which votes it belongs to
 
     def matrix(self, condition: str) -> tuple[np.ndarray, np.ndarray]:
         """(ks, W[problem, k]) of one condition, problems in a fixed order."""
@@ -36,135 +53,264 @@ class Votes:
         W = W.reindex(sorted(W.index))
         return W.columns.to_numpy(dtype=np.int64), W.to_numpy()
 
+    def model_matrix(self, condition: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ks, W[model, problem, k]): each control model's own matrix; (1, P, K) otherwise."""
+        ks, W = self.matrix(condition)
+        by = self.per_problem_by_model
+        if by is None or not (by["condition"] == condition).any():
+            return ks, W[None]
+        d = by[by["condition"] == condition]
+        mats = []
+        for _, m in d.groupby("model_id", sort=True):
+            Wm = m.pivot(index="problem_id", columns="k", values="accuracy")
+            mats.append(Wm.reindex(index=sorted(Wm.index), columns=ks).to_numpy())
+        return ks, np.stack(mats)
+
 
 def load_votes(votes_dir: Path) -> Votes:
     votes_dir = Path(votes_dir)
     if (votes_dir / "votes").is_dir() and not (votes_dir / "curve.parquet").exists():
         votes_dir = votes_dir / "votes"
-    need = ["curve.parquet", "per_problem.parquet", "vote.json"]
-    missing = [n for n in need if not (votes_dir / n).exists()]
+    missing = [n for n in VOTE_FILES if not (votes_dir / n).exists()]
     if missing:
         raise VotesError(
             f"{votes_dir}: missing {', '.join(missing)}; run `ensemble vote` on the answers first"
         )
+    digest = hashlib.sha256()
+    for name in VOTE_FILES:
+        digest.update((votes_dir / name).read_bytes())
+    by_model = votes_dir / "per_problem_by_model.parquet"
     return Votes(pd.read_parquet(votes_dir / "curve.parquet"),
                  pd.read_parquet(votes_dir / "per_problem.parquet"),
-                 json.loads((votes_dir / "vote.json").read_text()))
+                 json.loads((votes_dir / "vote.json").read_text()),
+                 pd.read_parquet(by_model) if by_model.exists() else None,
+                 digest.hexdigest())
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The extrapolation check: the log law fitted on k <= k_fit_max, judged at k_top."""
+
+    k_fit_max: int
+    k_top: int
+    measured: float
+    predicted: float
+    ci: tuple[float, float] = (float("nan"), float("nan"))  # of measured - predicted
+
+    @property
+    def error(self) -> float:
+        return self.measured - self.predicted
+
+    def verdict(self) -> str:
+        lo, hi = self.ci
+        if not np.isfinite(lo):
+            return "no CI"
+        if lo <= 0 <= hi:
+            return "consistent with ln k"
+        return "below the ln k prediction" if hi < 0 else "above the ln k prediction"
 
 
 @dataclass
 class ConditionFit:
     log: LogFit
-    saturating: SaturatingFit | None
-    preferred: str  # "log" or "saturating" by AIC
+    n_models: int
+    sources: tuple[str, ...]  # the variance the CIs include
+    holdout: Holdout | None = None
+    saturating: SaturatingFit | None = None
+    saturating_holdout: float | None = None  # measured - predicted at k_top, fitted below
 
     def to_dict(self) -> dict:
-        d = {"a": self.log.a, "b": self.log.b, "a_se": self.log.a_se, "b_se": self.log.b_se,
-             "a_ci": list(self.log.a_ci), "b_ci": list(self.log.b_ci), "r2": self.log.r2,
-             "k_min": self.log.k_min, "k_max": self.log.k_max, "n_points": self.log.n_points,
-             "aic_log": self.log.aic, "preferred_by_aic": self.preferred}
+        L = self.log
+        d = {"a": L.a, "b": L.b, "a_ci": list(L.a_ci), "b_ci": list(L.b_ci), "k_min": L.k_min,
+             "k_max": L.k_max, "n_points": L.n_points, "n_models": self.n_models,
+             "ci_sources": list(self.sources), "holdout": None, "saturating": None}
+        if self.holdout is not None:
+            h = self.holdout
+            d["holdout"] = {"k_fit_max": h.k_fit_max, "k_top": h.k_top, "measured": h.measured,
+                            "predicted": h.predicted, "error": h.error, "error_ci": list(h.ci),
+                            "verdict": h.verdict()}
         if self.saturating is not None:
             s = self.saturating
-            d["saturating"] = {"c": s.c, "d": s.d, "beta": s.beta, "r2": s.r2, "aic": s.aic,
-                               "converged": s.converged}
+            d["saturating"] = {"c": s.c, "d": s.d, "beta": s.beta, "converged": s.converged,
+                               "holdout_error": self.saturating_holdout}
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConditionFit":
+        log = LogFit(d["a"], d["b"], d["k_min"], d["k_max"], d["n_points"],
+                     tuple(_num(d["a_ci"])), tuple(_num(d["b_ci"])))
+        h = d.get("holdout")
+        hold = None if h is None else Holdout(h["k_fit_max"], h["k_top"], h["measured"],
+                                              h["predicted"], tuple(_num(h["error_ci"])))
+        s = d.get("saturating")
+        sat = None if s is None else SaturatingFit(*_num([s["c"], s["d"], s["beta"]]),
+                                                   s["converged"])
+        return cls(log, d["n_models"], tuple(d["ci_sources"]), hold, sat,
+                   None if s is None else s.get("holdout_error"))
 
 
 @dataclass
 class FitResult:
     conditions: dict[str, ConditionFit]
     comparison: dict | None
+    k_grid: list[int]
     config: FitConfig
+    votes_sha256: str = ""
+    extra: dict = field(default_factory=dict)
 
-    def table(self) -> str:
-        """A short plain-text table of the fits and the comparison."""
-        lines = [f"{'condition':<14} {'a':>8} {'b':>8} {'b 95% CI':>20} {'R2':>7} "
-                 f"{'k range':>10} {'AIC pick':>10}"]
+    def summary(self) -> str:
+        """The fits and the comparison in plain text (the CLI, the report and the demo)."""
+        lines = [f"fit grid: {len(self.k_grid)} log-spaced k from {self.k_grid[0]} to "
+                 f"{self.k_grid[-1]}, the same for every condition"]
+        lines.append(f"{'condition':<14} {'a':>7} {'b':>8} {'b 95% CI':>19}   "
+                     "ln k extrapolated to k_max (measured - predicted)")
         for name, f in self.conditions.items():
-            L = f.log
-            lines.append(f"{name:<14} {L.a:8.4f} {L.b:8.4f} "
-                         f"{f'[{L.b_ci[0]:.4f}, {L.b_ci[1]:.4f}]':>20} {L.r2:7.4f} "
-                         f"{f'{L.k_min}..{L.k_max}':>10} {f.preferred:>10}")
+            L, h = f.log, f.holdout
+            check = "grid too short for the check"
+            if h is not None:
+                check = (f"k<={h.k_fit_max} -> k={h.k_top}: {h.error:+.4f} "
+                         f"[{h.ci[0]:+.4f}, {h.ci[1]:+.4f}] {h.verdict()}")
+            lines.append(f"{name:<14} {L.a:7.4f} {L.b:8.4f} "
+                         f"{f'[{L.b_ci[0]:.4f}, {L.b_ci[1]:.4f}]':>19}   {check}")
         if self.comparison:
             c = self.comparison
-            lines.append(
-                f"collaboration - repetition: slope {c['slope_diff']:+.4f} "
-                f"[{c['slope_diff_ci'][0]:+.4f}, {c['slope_diff_ci'][1]:+.4f}], "
-                f"gap at k={c['k']} {c['gap']:+.4f} [{c['gap_ci'][0]:+.4f}, {c['gap_ci'][1]:+.4f}]"
-            )
-        lines.append("R2 and OLS errors treat the k points as independent; they share one "
-                     "pool of problems and voters, so trust the bootstrap CIs.")
+            lo, hi = c["slope_diff_ci"]
+            lines.append(f"collaboration - repetition: slope {c['slope_diff']:+.4f} "
+                         f"[{lo:+.4f}, {hi:+.4f}]")
+            for g in c["gaps"]:
+                lines.append(f"  gap at k={g['k']:<5} {g['gap']:+.4f} [{g['ci_low']:+.4f}, "
+                             f"{g['ci_high']:+.4f}] ({g['method']})")
+            lines.append(f"CIs include: {', '.join(c['ci_sources'])}")
         return "\n".join(lines)
 
+    def __repr__(self) -> str:
+        return f"FitResult(\n{self.summary()}\n)"
+
     def to_dict(self) -> dict:
-        return {"conditions": {n: f.to_dict() for n, f in self.conditions.items()},
+        return {"k_grid": self.k_grid,
+                "conditions": {n: f.to_dict() for n, f in self.conditions.items()},
                 "comparison": self.comparison, "config": self.config.to_dict(),
-                "versions": versions()}
+                "votes_sha256": self.votes_sha256, "versions": versions()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitResult":
+        conds = {n: ConditionFit.from_dict(c) for n, c in d["conditions"].items()}
+        comp = d.get("comparison")
+        if comp is not None:
+            comp = {**comp, "slope_diff_ci": _num(comp["slope_diff_ci"]),
+                    "gaps": [{**g, **dict(zip(("ci_low", "ci_high"),
+                                              _num([g["ci_low"], g["ci_high"]])))}
+                             for g in comp["gaps"]]}
+        return cls(conds, comp, list(d["k_grid"]), FitConfig.from_dict(d["config"]),
+                   d.get("votes_sha256", ""))
+
+
+def _num(values) -> list[float]:
+    """JSON null (how NaN is written) back to NaN."""
+    return [float("nan") if v is None else float(v) for v in values]
+
+
+def _grid(mats: dict, cfg: FitConfig) -> np.ndarray:
+    """The common fit grid of all conditions (see module docstring)."""
+    common = None
+    for c, (ks, _) in mats.items():
+        common = ks if common is None else np.intersect1d(common, ks)
+    common = common[common >= cfg.k_min]
+    if len(common) < 2:
+        ranges = ", ".join(f"{c} {ks.min()}..{ks.max()}" for c, (ks, _) in mats.items())
+        raise ValueError(
+            f"--k-min={cfg.k_min} leaves {len(common)} k value(s) that every condition has "
+            f"({ranges}); lower --k-min or vote on more k"
+        )
+    return fit_grid(common, cfg.k_min, int(common.max()), cfg.grid_points)
 
 
 def fit_votes(votes: Votes, cfg: FitConfig) -> FitResult:
-    """Fit every condition and compare collaboration with repetition (no files)."""
+    """Fit every condition on the common grid and compare the conditions (no files)."""
     reps = cfg.bootstrap if cfg.bootstrap is not None else int(
         votes.meta.get("config", {}).get("bootstrap", 1000))
     conds = sorted(votes.curve["condition"].unique())
-    mats = {c: votes.matrix(c) for c in conds}
-    n_problems = next(iter(mats.values()))[1].shape[0]
+    mats = {c: votes.model_matrix(c) for c in conds}
+    grid = _grid(mats, cfg)
+    n_problems = next(iter(mats.values()))[1].shape[1]
     idx = problem_resamples(n_problems, reps, cfg.seed)
     fits: dict[str, ConditionFit] = {}
-    boot_ab: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # (measured, resampled) on grid
     for c in conds:
-        ks, W = mats[c]
-        keep = ks >= cfg.k_min
-        if keep.sum() < 2:
-            raise ValueError(
-                f"condition {c}: --k-min={cfg.k_min} leaves {int(keep.sum())} k value(s) "
-                f"(k runs {ks.min()}..{ks.max()}); lower --k-min"
-            )
-        ks, W = ks[keep], W[:, keep]
-        fit = log_fit(ks, W.mean(axis=0))
-        boot = resampled_means(W, idx)
-        a_b, b_b = log_fit_many(ks, boot) if len(boot) else (np.array([]), np.array([]))
+        ks, Wm = mats[c]
+        Wm = Wm[:, :, np.searchsorted(ks, grid)]
+        measured = Wm.mean(axis=(0, 1))
+        boot = resampled_model_means(Wm, idx, model_resamples(Wm.shape[0], reps, cfg.seed))
+        curves[c] = (measured, boot)
+        fit = log_fit(grid, measured)
         if len(boot):
-            alo, ahi = percentile_ci(a_b[:, None], cfg.ci)
-            blo, bhi = percentile_ci(b_b[:, None], cfg.ci)
-            fit = LogFit(**{**fit.__dict__, "a_ci": (float(alo[0]), float(ahi[0])),
-                            "b_ci": (float(blo[0]), float(bhi[0]))})
-        sat = saturating_fit(ks, W.mean(axis=0)) if len(ks) >= 4 else None
-        preferred = "saturating" if sat is not None and sat.aic < fit.aic - 2 else "log"
-        fits[c] = ConditionFit(fit, sat, preferred)
-        boot_ab[c] = (ks, boot, b_b)
+            a_b, b_b = log_fit_many(grid, boot)
+            (alo, blo), (ahi, bhi) = percentile_ci(np.column_stack([a_b, b_b]), cfg.ci)
+            fit = LogFit(**{**fit.__dict__, "a_ci": (float(alo), float(ahi)),
+                            "b_ci": (float(blo), float(bhi))})
+        sources = ("problems", "control models") if Wm.shape[0] > 1 else ("problems",)
+        fits[c] = ConditionFit(fit, Wm.shape[0], sources, *_holdout(grid, measured, boot, cfg))
     comparison = None
     if COLLAB in fits and REPET in fits:
-        comparison = _compare(mats, fits, boot_ab, cfg)
-    return FitResult(fits, comparison, cfg)
+        comparison = _compare(mats, grid, curves, fits, idx, cfg)
+    return FitResult(fits, comparison, grid.tolist(), cfg, votes.sha256)
 
 
-def _compare(mats, fits, boot_ab, cfg: FitConfig) -> dict:
-    kc, Wc = mats[COLLAB]
-    kr, Wr = mats[REPET]
-    common = np.intersect1d(kc[kc >= cfg.k_min], kr[kr >= cfg.k_min])
-    k = int(common.max())
-    gc = Wc[:, np.searchsorted(kc, k)]
-    gr = Wr[:, np.searchsorted(kr, k)]
-    gap = float(gc.mean() - gr.mean())
+def _holdout(grid, measured, boot, cfg: FitConfig):
+    """The extrapolation checks of one condition: (Holdout, SaturatingFit, its error)."""
+    k_fit_max = int(grid[-1] // cfg.holdout_ratio)
+    sat = saturating_fit(grid, measured) if len(grid) >= 4 else None
+    if (grid <= k_fit_max).sum() < 3:  # two points always fit a line exactly: no check
+        return None, sat, None
+    err = holdout_error(grid, measured, k_fit_max)[0]
+    ci = (float("nan"),) * 2
+    if len(boot):
+        lo, hi = percentile_ci(holdout_error(grid, boot, k_fit_max)[:, None], cfg.ci)
+        ci = (float(lo[0]), float(hi[0]))
+    hold = Holdout(k_fit_max, int(grid[-1]), float(measured[-1]),
+                   float(measured[-1] - err), ci)
+    sat_err = None
+    low = grid <= k_fit_max
+    if low.sum() >= 4:
+        s_low = saturating_fit(grid[low], measured[low])
+        if s_low.converged:
+            sat_err = float(measured[-1] - s_low.predict(grid[-1]))
+    return hold, sat, sat_err
+
+
+def gap_ks(grid: np.ndarray) -> list[int]:
+    """k = 1 (or the smallest), the geometric middle and the largest k of the grid."""
+    lo, hi = int(grid[0]), int(grid[-1])
+    mid = int(grid[np.abs(np.log(grid) - 0.5 * (np.log(lo) + np.log(hi))).argmin()])
+    return sorted({lo, mid, hi})
+
+
+def _compare(mats, grid, curves, fits, idx, cfg: FitConfig) -> dict:
     slope = fits[COLLAB].log.b - fits[REPET].log.b
-    out = {"k": k, "gap": gap, "slope_diff": float(slope),
-           "gap_ci": [float("nan")] * 2, "slope_diff_ci": [float("nan")] * 2,
-           "accuracy_collaboration": float(gc.mean()), "accuracy_repetition": float(gr.mean())}
-    bc, br = boot_ab[COLLAB][2], boot_ab[REPET][2]
+    out = {"k_range": [int(grid[0]), int(grid[-1])], "slope_diff": float(slope),
+           "slope_diff_ci": [float("nan")] * 2, "gaps": [],
+           "ci_sources": list(fits[REPET].sources)}
+    bc, br = curves[COLLAB][1], curves[REPET][1]
     if len(bc):
-        # Paired: the same resampled problems for both conditions (same seed and index).
-        idx = problem_resamples(len(gc), len(bc), cfg.seed)
-        gb = resampled_means((gc - gr)[:, None], idx)[:, 0]
-        lo, hi = percentile_ci(gb[:, None], cfg.ci)
-        out["gap_ci"] = [float(lo[0]), float(hi[0])]
-        lo, hi = percentile_ci((bc - br)[:, None], cfg.ci)
+        # Paired: both resampled curves come from the same problem resamples.
+        (_, bc_b), (_, br_b) = log_fit_many(grid, bc), log_fit_many(grid, br)
+        lo, hi = percentile_ci((bc_b - br_b)[:, None], cfg.ci)
         out["slope_diff_ci"] = [float(lo[0]), float(hi[0])]
+    (kc, Wc), (kr, Wr) = mats[COLLAB], mats[REPET]
+    for k in gap_ks(grid):
+        wc = Wc[0, :, np.searchsorted(kc, k)]
+        wr = Wr[:, :, np.searchsorted(kr, k)]
+        g = gap_interval(wc, wr, level=cfg.ci, reps=max(len(idx), 1), seed=cfg.seed)
+        out["gaps"].append({"k": int(k), "gap": float(g.gap), "ci_low": float(g.low),
+                            "ci_high": float(g.high), "method": g.method,
+                            "accuracy_collaboration": float(wc.mean()),
+                            "accuracy_repetition": float(wr.mean())})
     return out
 
 
 def run_fit(cfg: FitConfig) -> FitResult:
     """Load the votes directory, fit, and write ``fit.json`` under ``cfg.out_dir``."""
+    check_output_dir(cfg.out_dir, "fits directory", "fit.json")
     votes = load_votes(cfg.votes)
     result = fit_votes(votes, cfg)
     write_json(cfg.out_dir / "fit.json", result.to_dict())

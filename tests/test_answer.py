@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from ensemble.cli import main
 from ensemble.runio import read_parquet_metadata
-from eval.adapters import discover
+from eval.adapters import Adapter, discover
 from eval.config import AnswerConfig
 from eval.problems import synthetic_problems
 from eval.stage import BASE_ID, build_prompts, plan_units, request_seed, run_answer
@@ -50,7 +50,7 @@ def tiny(tmp_path_factory):
 def _cfg(tiny, out, **kw) -> AnswerConfig:
     data = dict(base=tiny["base"], out=out, benchmark=str(tiny["bench"]),
                 adapters=tiny["adapters"], backend="hf", max_tokens=12, max_lora_rank=8,
-                max_loras=2)
+                max_loras=2, repetition_models=1)  # one control model keeps these tests short
     data.update(kw)
     return AnswerConfig.from_dict(data)
 
@@ -77,6 +77,11 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
         AnswerConfig(base="b", out=tmp_path, benchmark="x", shard="2/2")
     with pytest.raises(ValueError, match="missing base: give --base"):
         AnswerConfig.from_dict({"out": tmp_path, "benchmark": "x"})
+    for limit in (0, -3):  # once answered every problem / the first two, exit 0
+        res = _cli("--base", "b", "--benchmark", "x", "--out", tmp_path, "--limit", limit)
+        assert res.exit_code == 1
+        assert res.output == (f"Error: limit={limit} must be at least 1 (the first N "
+                              "problems); leave it out to answer every problem\n")
 
 
 def test_unparsable_config_is_one_error(tmp_path):
@@ -167,6 +172,29 @@ def test_units_and_shards_partition_the_work(tiny, tmp_path):
     assert [(u.model_id, u.adapter, u.samples) for u in plan_units(cfg, [])] == [(BASE_ID, None, 1)]
 
 
+def test_default_control_is_several_models_spread_over_the_variants(tiny, tmp_path):
+    adapters, _ = discover(tiny["adapters"], tiny["base"], 8)
+    fake = [Adapter(f"v{i:03d}", a.path, a.rank, a.base, a.sha256)
+            for i, a in zip(range(16), adapters * 4)]
+    cfg = AnswerConfig.from_dict(dict(base=tiny["base"], out=tmp_path, benchmark="x",
+                                      condition="repetition"))
+    assert cfg.repetition_models == 4
+    units = plan_units(cfg, fake)
+    assert [(u.model_id, u.samples) for u in units] == [
+        ("v000", 16), ("v005", 16), ("v010", 16), ("v015", 16)]
+    # fewer variants than control models: every variant is a control model
+    assert [u.model_id for u in plan_units(cfg, adapters[:3])] == ["v000", "v001", "v002"]
+    one = AnswerConfig.from_dict(dict(base=tiny["base"], out=tmp_path, benchmark="x",
+                                      condition="repetition", repetition_models=1))
+    assert [u.model_id for u in plan_units(one, fake)] == ["v000"]
+    named = AnswerConfig.from_dict(dict(base=tiny["base"], out=tmp_path, benchmark="x",
+                                        condition="repetition", repetition_model=["v007"]))
+    assert [u.model_id for u in plan_units(named, fake)] == ["v007"]
+    with pytest.raises(ValueError, match="repetition_models=0 must be at least 1"):
+        AnswerConfig.from_dict(dict(base=tiny["base"], out=tmp_path, benchmark="x",
+                                    repetition_models=0))
+
+
 def test_request_seeds_are_consecutive_per_problem_and_distinct_across():
     s = [request_seed(7, "repetition", "v003", "p1", i) for i in range(4)]
     assert s == list(range(s[0], s[0] + 4)) and 0 <= s[0] < 2 ** 30
@@ -201,12 +229,22 @@ def test_hf_run_writes_the_contract_and_skips_finished_units(tiny, tmp_path):
     assert list(pd.read_parquet(cfg.out / "answers/repetition/v000.parquet").columns) == COLUMNS
     assert len(df) == 4 * 6 + 3 * 6 and s.tokens == int(df.completion_tokens.sum()) > 0
     assert set(df.finish_reason) <= {"stop", "length"} and (df.completion_tokens <= 12).all()
-    meta = json.loads((cfg.out / "answers/answer.json").read_text())
+    meta = json.loads((cfg.out / "answers.json").read_text())
     assert meta["problems"] == 6 and meta["kind"] == "aime" and set(meta["adapters"]) == {
         "v000", "v001", "v002", "v003"}
     assert len(meta["adapters"]["v001"]["sha256"]) == 64 and meta["base"]["config_sha256"]
-    log = [json.loads(x) for x in (cfg.out / "answers/runs.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (cfg.out / "answers.log.jsonl").read_text().splitlines()]
     assert log[0]["tokens"] == s.tokens and log[0]["engine"]["dtype"] == "torch.float32"
+    # answers/ is a plain dataset: one call reads every unit, the condition column included.
+    assert sorted(p.name for p in (cfg.out / "answers").iterdir()) == ["collaboration",
+                                                                       "repetition"]
+    whole = pd.read_parquet(cfg.out / "answers")
+    assert len(whole) == len(df) and set(whole["condition"]) == {"collaboration", "repetition"}
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_dir=str(cfg.out / "answers"),
+                               cache_dir=str(tmp_path / "hf-cache"))["train"]
+    assert ds.num_rows == len(df) and set(ds["condition"]) == {"collaboration", "repetition"}
     # The answers feed the vote stage as they are.
     res = CliRunner().invoke(main, ["vote", str(cfg.out), "--bootstrap", "0"])
     assert res.exit_code == 0, res.output
@@ -333,13 +371,14 @@ def test_vllm_run_killed_midway_resumes_to_the_same_table(tiny, tmp_path):
     whole = subprocess.run(_answer_cmd(tiny, tmp_path / "whole"), env=_env(),
                            capture_output=True, text=True, timeout=900)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    assert "answered 5 model(s), 0 already done, 0 failed" in whole.stdout
+    # 4 variants + the default control: 4 models spread over the variants
+    assert "answered 8 model(s), 0 already done, 0 failed" in whole.stdout
     # Kill (SIGKILL: no cleanup) as soon as the first unit is on disk.
     run = tmp_path / "killed"
     kill_when(_answer_cmd(tiny, run), _env(),
               lambda: bool(list((run / "answers").rglob("*.parquet"))), poll=0.05)
     finished = sorted((run / "answers").rglob("*.parquet"))
-    assert 1 <= len(finished) < 5, "the run was not interrupted midway"
+    assert 1 <= len(finished) < 8, "the run was not interrupted midway"
     resumed = subprocess.run(_answer_cmd(tiny, run), env=_env(), capture_output=True,
                              text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

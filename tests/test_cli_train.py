@@ -56,6 +56,22 @@ def test_config_file_and_flags(setup, tmp_path):
     assert res.exit_code == 2 and "No such option '--bogus'" in res.output
 
 
+def test_an_experiment_file_gives_the_stage_its_shared_keys(setup, tmp_path):
+    """`ensemble train EXPERIMENT.toml` reads base, out and seed from the top level, as
+    `ensemble run` does."""
+    base, pool, _ = setup
+    toml = tmp_path / "exp.toml"
+    toml.write_text(f'base = "{base}"\nout = "{tmp_path / "r"}"\nseed = 5\n\n'
+                    f'[train]\npool = "{pool}"\nvariants = 2\nlora_rank = 8\n\n'
+                    '[answer]\nbenchmark = "synthetic:4"\n')
+    res = invoke("train", toml, "--plan-only")
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(line) for line in res.output.splitlines()]
+    again = invoke("train", toml, "--plan-only", "--seed", 6)
+    assert [r["id"] for r in recs] == ["v000", "v001"]
+    assert recs != [json.loads(line) for line in again.output.splitlines()]  # seed 5 was used
+
+
 @pytest.mark.parametrize("case", ["base", "answer_field", "mask", "small_pool", "gpu",
                                   "range", "unknown_key"])
 def test_bad_input_is_one_clear_error(setup, tmp_path, case):

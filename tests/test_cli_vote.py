@@ -135,6 +135,10 @@ def test_missing_problem_warns_and_counts_as_no_answer(tmp_path):
          "{path} row 5: empty condition; every row needs one"),
         (lambda df: df.assign(sample=np.where(df.index == 2, "x", df["sample"].astype(str))),
          "{path} row 4: sample='x' is not an integer; number the samples 0, 1, ..."),
+        (lambda df: df.assign(answer=np.where(df.index == 7, None, df.answer),
+                              correct=np.where(df.index == 7, True, df.correct)),
+         "{path} row 9: correct=True but the answer is empty; a row without an answer cannot "
+         "be correct: fix the answer or set correct=false"),
     ],
 )
 def test_bad_input_one_line_errors(tmp_path, mutate, message):
@@ -180,3 +184,155 @@ def test_correct_column_merges_equivalent_answers(tmp_path):
     assert run("vote", tmp_path / "c.csv", "--bootstrap", 0).exit_code == 0
     curve = pd.read_csv(tmp_path / "votes" / "curve.csv")
     assert curve.loc[curve.k == 5, "accuracy"].item() == pytest.approx(1.0)
+
+
+def _unequal_repetition(tmp_path):
+    """Three control models with 8, 5 and 8 samples (the case that was padded with zeros)."""
+    df = small_table(problems=10, variants=8, samples=8, repetition_models=3)
+    drop = (df.condition == "repetition") & (df.model_id == "v001") & (df["sample"] >= 5)
+    return write_csv(df[~drop], tmp_path / "uneq.csv"), df[~drop]
+
+
+def _own_exact(df, model, ks):
+    """Each model's curve from its own samples only, independently of the vote stage."""
+    from ensemble import voting
+
+    rows = df[(df.condition == "repetition") & (df.model_id == model)]
+    out = []
+    for _, g in rows.groupby("problem_id"):
+        ans = g["answer"].fillna("").tolist()
+        gold = g["gold"].iloc[0]
+        uniq = sorted({a for a in ans if a})
+        code = {a: i for i, a in enumerate(uniq)}
+        codes = np.array([code[a] if a else -1 for a in ans])
+        h = voting.histogram(codes, code.get(gold, -2))
+        out.append(voting.exact_accuracy(h)[ks])
+    return np.mean(out, axis=0)
+
+
+@pytest.mark.parametrize("spec, expect_ks", [
+    (None, [1, 2, 3, 4, 5]), ("all", [1, 2, 3, 4, 5]), ("log:3", [1, 2, 5]),
+    ("1:8", [1, 2, 3, 4, 5]), ("1,2,4,8", [1, 2, 4]), ("1:8:2", [1, 3, 5]),
+])
+def test_repetition_models_with_unequal_samples_use_their_own_samples(tmp_path, spec,
+                                                                      expect_ks):
+    path, df = _unequal_repetition(tmp_path)
+    args = ["vote", path, "--out", tmp_path / "v", "--bootstrap", 0]
+    r = CliRunner().invoke(main, [str(a) for a in args + (["--k", spec] if spec else [])])
+    assert r.exit_code == 0, r.output
+    assert ("warning: repetition models have different sample counts (repetition/v000=8, "
+            "repetition/v001=5, repetition/v002=8); every model is voted on its own samples "
+            f"only, so the repetition curve stops at k={max(expect_ks)}, its smallest model's "
+            "count") in r.output
+    by_model = pd.read_csv(tmp_path / "v" / "curve_by_model.csv")
+    for model, d in by_model.groupby("model_id"):
+        assert d["k"].tolist() == expect_ks
+        np.testing.assert_allclose(d["accuracy"], _own_exact(df, model, expect_ks), atol=1e-12)
+        assert (d["pass_at_k"] <= 1.0).all() and (d["accuracy"] > 0).all()
+    curve = pd.read_csv(tmp_path / "v" / "curve.csv")
+    rep = curve[curve.condition == "repetition"]
+    assert rep["k"].tolist() == expect_ks
+    np.testing.assert_allclose(
+        rep["accuracy"], by_model.groupby("k")["accuracy"].mean().to_numpy(), atol=1e-12)
+    # collaboration keeps its own 8 voters' grid, and with log:M also the common log grid
+    collab = curve[curve.condition == "collaboration"]["k"].tolist()
+    assert collab == {"log:3": [1, 2, 3, 5, 8], "1:8:2": [1, 3, 5, 7],
+                      "1,2,4,8": [1, 2, 4, 8]}.get(spec, list(range(1, 9)))
+
+
+def test_k_above_every_repetition_model_is_refused(tmp_path):
+    path, _ = _unequal_repetition(tmp_path)
+    df = pd.read_csv(path)
+    df = df[df.condition == "repetition"]
+    write_csv(df, tmp_path / "rep.csv")
+    r = run("vote", tmp_path / "rep.csv", "--k", "9,10", "--bootstrap", 0)
+    assert r.exit_code == 1
+    assert r.output.strip().endswith(
+        "k=9 exceeds the voters of every repetition model in "
+        f"{tmp_path / 'rep.csv'} (repetition/v000=8, repetition/v001=5, repetition/v002=8); "
+        "lower --k")
+
+
+def test_several_control_models_ci_includes_their_choice(tmp_path):
+    df = small_table(problems=20, variants=12, samples=12, repetition_models=4)
+    write_run_answers(df, tmp_path / "r")
+    assert run("vote", tmp_path / "r", "--bootstrap", 400).exit_code == 0
+    meta = json.loads((tmp_path / "r" / "votes" / "vote.json").read_text())
+    rep = meta["conditions"]["repetition"]
+    assert rep["n_models"] == 4 and rep["models"] == ["v000", "v001", "v002", "v003"]
+    assert rep["ci_sources"] == ["problems", "control models"]
+    assert meta["conditions"]["collaboration"]["ci_sources"] == ["problems"]
+    long = pd.read_parquet(tmp_path / "r" / "votes" / "per_problem_by_model.parquet")
+    assert sorted(long.model_id.unique()) == ["v000", "v001", "v002", "v003"]
+    assert len(long) == 4 * 20 * 12
+    # The condition's per-problem rows are the mean of its models' rows.
+    avg = pd.read_parquet(tmp_path / "r" / "votes" / "per_problem.parquet")
+    avg = avg[avg.condition == "repetition"].set_index(["problem_id", "k"])["accuracy"]
+    mean = long.groupby(["problem_id", "k"])["accuracy"].mean()
+    np.testing.assert_allclose(avg.sort_index(), mean.sort_index(), atol=1e-15)
+    # Resampling models as well as problems widens the CI against problems alone.
+    from ensemble.bootstrap import percentile_ci, problem_resamples, resampled_means
+
+    curve = pd.read_csv(tmp_path / "r" / "votes" / "curve.csv")
+    rep_curve = curve[curve.condition == "repetition"].set_index("k")
+    W = avg.unstack("k").to_numpy()
+    lo, hi = percentile_ci(resampled_means(W, problem_resamples(20, 400, 0)), 0.95)
+    assert ((rep_curve.ci_high - rep_curve.ci_low).to_numpy() >= (hi - lo) - 1e-12).all()
+    assert ((rep_curve.ci_high - rep_curve.ci_low).to_numpy() > (hi - lo) + 1e-3).any()
+
+
+def test_out_that_is_a_file_or_a_foreign_directory_is_refused_before_reading(tmp_path):
+    path = write_csv(small_table(), tmp_path / "a.csv")
+    (tmp_path / "afile").write_text("x")
+    r = run("vote", path, "--out", tmp_path / "afile")
+    assert r.exit_code == 1
+    assert r.output == (f"Error: {tmp_path / 'afile'} is a file, not a directory; give --out "
+                        "a directory path\n")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    r = run("vote", path, "--out", tmp_path / "mine")
+    assert r.exit_code == 1
+    assert r.output == (f"Error: {tmp_path / 'mine'} holds files but is not a votes directory "
+                        "(no vote.json); give --out an empty or new directory\n")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_interrupted_revote_leaves_the_old_set_whole(tmp_path, monkeypatch):
+    """A vote killed while writing its files leaves the previous votes untouched: readers
+    never see a curve of one input beside per-problem rows of another."""
+    from ensemble import vote as vote_mod
+
+    small = write_csv(small_table(), tmp_path / "small.csv")
+    big = write_csv(small_table(problems=20, variants=16, samples=16), tmp_path / "big.csv")
+    out = tmp_path / "v"
+    assert run("vote", small, "--out", out, "--bootstrap", 20).exit_code == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    real = vote_mod.write_json
+
+    def dies(path, obj):  # the process dies after every other file of the set is written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vote_mod, "write_json", dies)
+    r = run("vote", big, "--out", out, "--bootstrap", 20)
+    assert r.exit_code == 1 and "Aborted" in r.output  # click's answer to Ctrl-C
+    monkeypatch.setattr(vote_mod, "write_json", real)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".v.")]  # nothing left
+    assert run("fit", out).exit_code == 0
+    assert run("vote", big, "--out", out, "--bootstrap", 20).exit_code == 0
+    assert json.loads((out / "vote.json").read_text())["n_rows"] == len(pd.read_csv(big))
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    path = write_csv(small_table(), tmp_path / "a.csv")
+    old = os.umask(0o022)
+    try:
+        assert run("vote", path, "--out", tmp_path / "v", "--bootstrap", 0).exit_code == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "v").stat().st_mode) == 0o755
+    for f in (tmp_path / "v").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f

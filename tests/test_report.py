@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -31,11 +33,42 @@ def test_report_writes_markdown_and_figures(voted_run):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
-def test_report_uses_saved_fit_settings(voted_run):
+def test_report_renders_fit_json_and_does_not_refit(voted_run):
     runner = CliRunner()
     assert runner.invoke(main, ["fit", str(voted_run / "votes"), "--k-min", "3"]).exit_code == 0
+    fit_json = voted_run / "fits" / "fit.json"
+    data = json.loads(fit_json.read_text())
+    assert data["k_grid"][0] == 3
+    # A value only fit.json holds: a refit would print the true slope instead.
+    data["conditions"]["collaboration"]["b"] = 0.123456
+    fit_json.write_text(json.dumps(data))
     assert runner.invoke(main, ["report", str(voted_run)]).exit_code == 0
-    assert "| 3–12 |" in (voted_run / "report.md").read_text()
+    text = (voted_run / "report.md").read_text()
+    assert "| collaboration | " in text and "| 0.1235 |" in text
+    assert "sizes from k = 3 to 12" in text
+
+
+def test_report_refuses_a_fit_of_other_votes(voted_run):
+    runner = CliRunner()
+    assert runner.invoke(main, ["fit", str(voted_run / "votes")]).exit_code == 0
+    assert runner.invoke(main, ["vote", str(voted_run), "--bootstrap", "50"]).exit_code == 0
+    r = runner.invoke(main, ["report", str(voted_run)])
+    assert r.exit_code == 1
+    assert (f"Error: {voted_run / 'fits' / 'fit.json'} was fitted to other votes than "
+            f"{voted_run / 'votes'} holds now; rerun `ensemble fit {voted_run / 'votes'}`"
+            ) in r.output
+
+
+def test_report_states_grid_sources_and_extrapolation_check(voted_run):
+    assert CliRunner().invoke(main, ["report", str(voted_run)]).exit_code == 0
+    text = (voted_run / "report.md").read_text()
+    for needle in ["log-spaced committee sizes from k = 1 to 12",
+                   "### Does ln k extrapolate on this data?",
+                   "| k | collaboration | repetition | gap (collaboration − repetition)",
+                   "problems + choice of control model (4 models)",
+                   "The CIs include the variance from: problems, control models"]:
+        assert needle in text, needle
+    assert "R² |" not in text and "AIC prefers" not in text
 
 
 def test_report_without_votes_is_a_clear_error(tmp_path):

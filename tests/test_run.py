@@ -229,7 +229,7 @@ def test_run_every_stage_then_resume_after_a_kill(tiny_base, tmp_path):
         assert meta["id"] == v and (run / "variants" / v / "adapter_config.json").exists()
         assert (run / "answers" / "collaboration" / f"{v}.parquet").exists()
     assert (run / "answers" / "repetition" / "v000.parquet").exists()
-    for f in ("answers/answer.json", "votes/curve.csv", "votes/curve.parquet",
+    for f in ("answers.json", "votes/curve.csv", "votes/curve.parquet",
               "votes/per_problem.parquet", "votes/vote.json", "fits/fit.json",
               "figures/scaling.png", "figures/voter_accuracy.png"):
         assert (run / f).exists(), f

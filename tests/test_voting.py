@@ -397,16 +397,23 @@ def test_exact_accuracy_returns_a_copy():
 
 
 def test_exact_matrix_mixed_pools_and_empty():
-    hs = [Histogram(3, (1, 2), 0), Histogram(1, (1,), 4), Histogram(2, (), 0)]  # N = 6, 6, 2
+    hs = [Histogram(3, (1, 2), 0), Histogram(1, (1,), 4), Histogram(2, (1,), 0)]  # N = 6, 6, 3
     ks = np.array([1, 2, 3])
     m = exact_matrix(hs, ks)
     assert m.shape == (3, 3)
     for row, h in zip(m, hs):
         full = [float(x) for x in brute_force_accuracy(h.g, h.others, h.a)]
         for j, k in enumerate(ks):
-            want = full[k] if k <= h.n else 0.0
-            assert abs(row[j] - want) < 1e-12
+            assert abs(row[j] - full[k]) < 1e-12
     assert exact_matrix([], ks).shape == (0, 3)
+
+
+def test_exact_matrix_and_pass_at_k_refuse_k_above_a_pool():
+    """Padding k > N with zeros once dragged a repetition curve down silently."""
+    with pytest.raises(ValueError, match=r"k=3 exceeds a pool of 2 voters"):
+        exact_matrix([Histogram(3, (1, 2), 0), Histogram(2, (), 0)], np.array([1, 3]))
+    with pytest.raises(ValueError, match=r"k=6 exceeds the 5 voters"):
+        pass_at_k(5, 2, np.array([1, 6]))
 
 
 # --------------------------------------------------------------------------------------

@@ -100,6 +100,9 @@ class TrainConfig:
                                      ("kind", self.kind, ("auto", "aime", "math"))):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit={self.limit} must be at least 1 (the first N pool rows); "
+                             "leave it out to use the whole pool")
         if not 0 <= self.mask_fraction < 1:
             raise ValueError(f"mask_fraction={self.mask_fraction} must lie in [0, 1): it is the "
                              "share of the pool each variant drops (0.1 drops 10%)")

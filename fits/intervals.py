@@ -1,0 +1,755 @@
+"""Confidence intervals for the collaboration - repetition accuracy gap (pure numpy/scipy).
+
+The vote stage gives, at one committee size k,
+
+* ``wc[p]``    - collaboration accuracy of problem p: expected plurality accuracy of a
+  random k-subset of the N variants (each answered p once);
+* ``wr[m, p]`` - repetition accuracy of control model m on problem p: expected
+  plurality accuracy of a random k-subset of that model's n samples.
+
+The estimand is
+
+    gap(k) = E_p[ collaboration(k) ] - E_p E_model[ repetition(k) ]
+
+where the second expectation runs over problems *and* over a typical control model
+drawn from the population the variants come from.  The estimate is
+``mean(wc) - mean(wr)``.  Its variance has two sources that an interval must carry:
+the problems (always) and, when there are ``M >= 2`` control models, which models
+were drawn.  With a single control model there is no way to estimate the second
+source; the interval is then *conditional on that model* (``sources == ("problems",)``)
+and says nothing about a typical model.
+
+Problems and control models are *crossed* (every model answers every problem), so
+the estimate is a mean over a two-way random-effects array.  Under the balanced
+crossed model ``r[m, p] = mu + a_p + b_m + e_mp`` (with ``wc[p]`` correlated with
+``a_p`` only),
+
+    Var(gap_hat) = Var(wc_p - a_p) / P + sigma_b^2 / M + sigma_e^2 / (M P),
+
+which :func:`gap_variance` estimates without bias from ANOVA mean squares.
+
+Methods (``method=``):
+
+``"percentile"``
+    Paired percentile bootstrap over problems only (the old default; the baseline).
+``"two_stage_percentile"``
+    Percentile bootstrap resampling problems and control models independently.
+``"bca"``
+    Two-stage bootstrap with bias correction and acceleration (BCa).
+``"studentized"``
+    Two-stage bootstrap-t, studentized by :func:`gap_variance` of each resample.
+``"t"``
+    ``gap_hat +- t_df * se`` with the crossed-design variance of :func:`gap_variance`
+    and Satterthwaite degrees of freedom.
+``"newcombe"``
+    Square-and-add (MOVER) interval from Wilson intervals of the two marginal means,
+    i.e. Newcombe's (1998) method 10 for paired proportions, generalised to fractional
+    per-problem values through effective sample sizes and to several control models
+    through the between-model variance (Korn-Graubard degrees-of-freedom correction).
+``"auto"``
+    :func:`choose_method`: the method whose coverage was measured at >= 93% in the
+    data's regime (see ``docs/results_gap_coverage.md``).
+
+Resampling helpers for the fit stage: :func:`two_stage_resamples` gives one joint
+index of problems and control models; :func:`resampled_repetition_means` applies it
+to a repetition matrix ``(M, P, K)`` so that slope CIs carry the model variance too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from ensemble.bootstrap import problem_resamples
+
+__all__ = [
+    "METHODS",
+    "GapInterval",
+    "GapVariance",
+    "gap_interval",
+    "gap_variance",
+    "choose_method",
+    "regime",
+    "two_stage_resamples",
+    "resample_counts",
+    "resampled_repetition_means",
+    "wilson_interval",
+]
+
+METHODS = ("percentile", "two_stage_percentile", "bca", "studentized", "t", "newcombe")
+
+_MODEL_SEED_TAG = 0x30DE15  # separates the model-resampling stream from the problem one
+
+
+@dataclass(frozen=True)
+class GapInterval:
+    """A confidence interval for the collaboration - repetition gap.
+
+    Attributes
+    ----------
+    gap : float
+        Point estimate ``mean(wc) - mean(wr)``.
+    low, high : float
+        Interval limits (clipped to [-1, 1], the range of an accuracy difference).
+    method : str
+        The method that produced it (the resolved one when ``"auto"`` was asked for).
+    sources : tuple of str
+        Variance sources the interval includes: ``("problems",)`` or
+        ``("problems", "control models")``.
+    level : float
+        Confidence level.
+    """
+
+    gap: float
+    low: float
+    high: float
+    method: str
+    sources: tuple[str, ...]
+    level: float = 0.95
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+    def contains(self, value: float) -> bool:
+        """True when ``low <= value <= high``."""
+        return bool(self.low <= value <= self.high)
+
+    def __repr__(self) -> str:
+        return (f"GapInterval(gap={self.gap:+.4f}, {100 * self.level:g}% CI "
+                f"[{self.low:+.4f}, {self.high:+.4f}], method={self.method!r}, "
+                f"sources={self.sources!r})")
+
+
+@dataclass(frozen=True)
+class GapVariance:
+    """Crossed-design variance of the gap estimate (see :func:`gap_variance`).
+
+    Attributes
+    ----------
+    gap : float
+        ``mean(wc) - mean(wr)``.
+    var : float
+        Estimated ``Var(gap_hat)`` = ``var_problems + var_models``.
+    var_problems : float
+        ``s_d^2 / P`` where ``d_p = wc[p] - mean_m wr[m, p]``.
+    var_models : float
+        ``max(s_M^2 - MS_res / P, 0) / M``: between-model variance of the control
+        models' mean accuracies, less the problem-by-model noise they contain
+        (0 when ``M == 1``).
+    df : float
+        Satterthwaite degrees of freedom of ``var``.
+    """
+
+    gap: float
+    var: float
+    var_problems: float
+    var_models: float
+    df: float
+
+    @property
+    def se(self) -> float:
+        return float(np.sqrt(self.var))
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _check(wc, wr, level: float) -> tuple[np.ndarray, np.ndarray]:
+    wc = np.asarray(wc, dtype=np.float64)
+    wr = np.asarray(wr, dtype=np.float64)
+    if wc.ndim != 1:
+        raise ValueError(f"wc must be 1-D (problems,), got shape {wc.shape}")
+    if wr.ndim == 1:
+        wr = wr[None, :]
+    if wr.ndim != 2:
+        raise ValueError(f"wr must be 2-D (control models, problems), got shape {wr.shape}")
+    if wr.shape[0] < 1:
+        raise ValueError(f"wr has M={wr.shape[0]} control models; at least 1 is needed")
+    if wr.shape[1] != wc.shape[0]:
+        raise ValueError(f"wc has {wc.shape[0]} problems but wr has {wr.shape[1]} columns; "
+                         "both must cover the same problems in the same order")
+    if wc.shape[0] < 2:
+        raise ValueError(f"{wc.shape[0]} problem(s): at least 2 are needed for an interval")
+    if not (np.all(np.isfinite(wc)) and np.all(np.isfinite(wr))):
+        raise ValueError("wc and wr must be finite (no NaN or inf)")
+    tol = 1e-9
+    if wc.min() < -tol or wc.max() > 1 + tol or wr.min() < -tol or wr.max() > 1 + tol:
+        raise ValueError("wc and wr are accuracies and must lie in [0, 1]")
+    if not (isinstance(level, (int, float, np.floating)) and 0.0 < float(level) < 1.0):
+        raise ValueError(f"level={level!r} must be strictly between 0 and 1 (e.g. 0.95)")
+    return np.clip(wc, 0.0, 1.0), np.clip(wr, 0.0, 1.0)
+
+
+def _sources(m: int) -> tuple[str, ...]:
+    return ("problems", "control models") if m >= 2 else ("problems",)
+
+
+# --------------------------------------------------------------------------- variance
+
+
+def _components(wc: np.ndarray, wr: np.ndarray) -> dict:
+    """All the moments the analytic methods use (plain float arithmetic)."""
+    m, p = wr.shape
+    rbar = wr.mean(axis=0)
+    d = wc - rbar
+    gap = float(d.mean())
+    s2_d = float(d.var(ddof=1))
+    out = {"m": m, "p": p, "gap": gap, "rbar": rbar, "s2_d": s2_d,
+           "s2_m": 0.0, "ms_res": 0.0, "sigma_b2": 0.0}
+    if m >= 2:
+        mbar = wr.mean(axis=1)
+        resid = wr - mbar[:, None] - rbar[None, :] + wr.mean()
+        out["s2_m"] = float(mbar.var(ddof=1))
+        out["ms_res"] = float((resid ** 2).sum() / ((m - 1) * (p - 1)))
+        out["sigma_b2"] = out["s2_m"] - out["ms_res"] / p
+    return out
+
+
+def _satterthwaite(terms: list[tuple[float, float]]) -> float:
+    """df of a sum of independent mean-square terms ``(value, df)`` (signs irrelevant)."""
+    total = sum(v for v, _ in terms)
+    denom = sum(v * v / df for v, df in terms if df > 0 and v != 0)
+    if denom <= 0 or total <= 0:
+        return float(max(df for _, df in terms))
+    return float(total * total / denom)
+
+
+def gap_variance(wc, wr) -> GapVariance:
+    """Unbiased crossed-design variance of the gap estimate, with Satterthwaite df.
+
+    Parameters
+    ----------
+    wc : array_like, shape (P,)
+        Collaboration accuracy per problem at one committee size.
+    wr : array_like, shape (M, P)
+        Repetition accuracy per control model and problem at the same size
+        (a 1-D array is one control model).
+
+    Returns
+    -------
+    GapVariance
+
+    Notes
+    -----
+    With ``d_p = wc[p] - mean_m wr[m, p]``, ``s_d^2`` its sample variance over
+    problems, ``s_M^2`` the sample variance of the M models' mean accuracies and
+    ``MS_res`` the residual mean square of the two-way (model x problem) table,
+
+        Var(gap_hat) ~= s_d^2 / P + max(s_M^2 - MS_res / P, 0) / M.
+
+    ``s_d^2 / P`` already holds the problem-by-model noise ``sigma_e^2 / (M P)``;
+    ``s_M^2 / M`` holds it a second time, hence the subtraction (the ANOVA estimator
+    of the between-model component; McCullagh 2000 for crossed arrays).  The
+    degrees of freedom come from Satterthwaite's (1946) approximation with
+    ``P - 1``, ``M - 1`` and ``(M - 1)(P - 1)`` for the three mean squares.  With
+    one control model the variance is conditional on that model.
+
+    Assumptions: problems are an i.i.d. sample of the problem distribution, control
+    models an i.i.d. sample of the model population, independent of each other and
+    of the problems (a balanced crossed random-effects design).  The collaboration
+    pool itself is fixed: its variants are part of the estimand, not a sample.
+
+    References
+    ----------
+    .. [1] Satterthwaite, F. E. (1946). An approximate distribution of estimates of
+       variance components. Biometrics Bulletin 2(6), 110-114.
+    .. [2] McCullagh, P. (2000). Resampling and exchangeable arrays. Bernoulli 6(2),
+       285-301.
+
+    Examples
+    --------
+    >>> v = gap_variance([1.0, 0.0, 1.0, 1.0], [[1.0, 0.0, 0.0, 1.0]])
+    >>> round(v.gap, 4), round(v.var, 4), v.df
+    (0.25, 0.0625, 3.0)
+    """
+    wc, wr = _check(wc, wr, 0.95)
+    c = _components(wc, wr)
+    return _variance_from(c)
+
+
+def _variance_from(c: dict) -> GapVariance:
+    m, p = c["m"], c["p"]
+    vp = c["s2_d"] / p
+    vm = max(c["sigma_b2"], 0.0) / m
+    terms = [(vp, p - 1)]
+    if vm > 0:
+        terms += [(c["s2_m"] / m, m - 1), (c["ms_res"] / (m * p), (m - 1) * (p - 1))]
+    df = _satterthwaite(terms)
+    return GapVariance(c["gap"], vp + vm, vp, vm, df)
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+def two_stage_resamples(n_problems: int, n_models: int, reps: int, seed: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Joint bootstrap indices of problems and control models.
+
+    Parameters
+    ----------
+    n_problems : int
+        P, problems (resampled with replacement, the same for both conditions).
+    n_models : int
+        M, control models (resampled with replacement, independently of problems).
+    reps : int
+        Number of resamples.
+    seed : int
+        Seed; the problem indices equal ``ensemble.bootstrap.problem_resamples(P,
+        reps, seed)``, so with one control model the fit stage's resamples are
+        unchanged.
+
+    Returns
+    -------
+    problem_idx : ndarray of int, shape (reps, P)
+    model_idx : ndarray of int, shape (reps, M)
+        All zeros when ``M == 1``.
+
+    Notes
+    -----
+    Resampling both ways of a crossed array (McCullagh 2000) counts the
+    problem-by-model noise twice and the between-model variance with factor
+    ``(M - 1) / M``; the percentile interval from it is therefore a little wide when
+    the interaction dominates and too narrow when few models carry a large
+    between-model variance (see the coverage table in the docs).
+
+    Examples
+    --------
+    >>> pi, mi = two_stage_resamples(5, 3, reps=4, seed=1)
+    >>> pi.shape, mi.shape, int(mi.max()) <= 2
+    ((4, 5), (4, 3), True)
+    """
+    if n_problems < 1 or n_models < 1:
+        raise ValueError(f"n_problems={n_problems} and n_models={n_models} must be >= 1")
+    if reps < 0:
+        raise ValueError(f"reps={reps} must be >= 0")
+    pidx = problem_resamples(n_problems, reps, seed)
+    if n_models == 1:
+        return pidx, np.zeros((reps, 1), dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _MODEL_SEED_TAG]))
+    return pidx, rng.integers(0, n_models, size=(reps, n_models))
+
+
+def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` items appears in each resample: ``(reps, n)`` floats."""
+    reps, size = idx.shape
+    flat = (np.arange(reps)[:, None] * n + idx).ravel()
+    return np.bincount(flat, minlength=reps * n).reshape(reps, n).astype(np.float64)
+
+
+def resampled_repetition_means(wr: np.ndarray, problem_idx: np.ndarray,
+                               model_idx: np.ndarray) -> np.ndarray:
+    """Mean repetition accuracy of every joint resample of problems and models.
+
+    Parameters
+    ----------
+    wr : ndarray, shape (M, P) or (M, P, K)
+        Repetition accuracy per control model, problem (and committee size).
+    problem_idx : ndarray of int, shape (reps, P)
+    model_idx : ndarray of int, shape (reps, M)
+        From :func:`two_stage_resamples`.
+
+    Returns
+    -------
+    ndarray, shape (reps,) or (reps, K)
+        ``mean over resampled models and problems``; the repetition curve of each
+        resample.  The matching collaboration curves are
+        ``ensemble.bootstrap.resampled_means(Wc, problem_idx)``.
+
+    Notes
+    -----
+    Computed from count vectors as ``sum_m cm[m] (cp @ wr[m]) / (M P)``: M products of
+    (reps x P) @ (P x K), never a (reps, M, P, K) gather.
+
+    Examples
+    --------
+    >>> wr = np.array([[1.0, 0.0], [0.0, 0.0]])
+    >>> resampled_repetition_means(wr, np.array([[0, 0]]), np.array([[0, 0]]))
+    array([1.])
+    """
+    wr = np.asarray(wr, dtype=np.float64)
+    flat = wr.ndim == 2
+    if flat:
+        wr = wr[:, :, None]
+    if wr.ndim != 3:
+        raise ValueError(f"wr must have shape (M, P) or (M, P, K), got {wr.shape}")
+    m, p, _ = wr.shape
+    if problem_idx.shape[1] != p or model_idx.shape[1] != m:
+        raise ValueError(f"indices cover {problem_idx.shape[1]} problems and "
+                         f"{model_idx.shape[1]} models but wr has shape {wr.shape}")
+    cp = resample_counts(problem_idx, p)
+    cm = resample_counts(model_idx, m)
+    out = sum(cm[:, j, None] * (cp @ wr[j]) for j in range(m)) / (m * p)
+    return out[:, 0] if flat else out
+
+
+def _boot_stats(wc, wr, cp, cm, studentize: bool):
+    """Gap of every resample (and its crossed variance when ``studentize``)."""
+    m, p = wr.shape
+    rbar_b = cm @ wr / m                                   # (B, P) resampled model mean
+    d_b = wc[None, :] - rbar_b
+    gap_b = (cp * d_b).sum(axis=1) / p
+    if not studentize:
+        return gap_b, None
+    s2_d = (cp * (d_b - gap_b[:, None]) ** 2).sum(axis=1) / (p - 1)
+    var = s2_d / p
+    if m >= 2:
+        mbar_b = cp @ wr.T / p                             # (B, M)
+        grand = (cm * mbar_b).sum(axis=1) / m
+        s2_m = (cm * (mbar_b - grand[:, None]) ** 2).sum(axis=1) / (m - 1)
+        ss_tot = np.einsum("bm,mp,bp->b", cm, wr ** 2, cp) - m * p * grand ** 2
+        ss_rows = p * (cm * (mbar_b - grand[:, None]) ** 2).sum(axis=1)
+        ss_cols = m * (cp * (rbar_b - grand[:, None]) ** 2).sum(axis=1)
+        ms_res = np.maximum(ss_tot - ss_rows - ss_cols, 0.0) / ((m - 1) * (p - 1))
+        var = var + np.maximum(s2_m - ms_res / p, 0.0) / m
+    return gap_b, var
+
+
+def _jackknife_acceleration(wc: np.ndarray, wr: np.ndarray) -> float:
+    """BCa acceleration from leave-one-problem-out and leave-one-model-out estimates."""
+    m, p = wr.shape
+    d = wc - wr.mean(axis=0)
+    theta_p = (d.sum() - d) / (p - 1)
+    u = [theta_p.mean() - theta_p]
+    if m >= 2:
+        mbar = wr.mean(axis=1)
+        theta_m = wc.mean() - (mbar.sum() - mbar) / (m - 1)
+        u.append(theta_m.mean() - theta_m)
+    u = np.concatenate(u)
+    s2 = float((u ** 2).sum())
+    return 0.0 if s2 <= 0 else float((u ** 3).sum() / (6.0 * s2 ** 1.5))
+
+
+# --------------------------------------------------------------------------- Wilson / MOVER
+
+
+def wilson_interval(p_hat: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion from ``n`` (possibly effective) trials.
+
+    Parameters
+    ----------
+    p_hat : float
+        Observed proportion (or mean of values in [0, 1]).
+    n : float
+        Sample size; a non-integer *effective* sample size ``p(1-p) / Var(p_hat)`` is
+        allowed; ``inf`` gives the zero-width interval ``(p_hat, p_hat)``.
+    level : float
+        Confidence level.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+
+    References
+    ----------
+    .. [1] Wilson, E. B. (1927). Probable inference, the law of succession, and
+       statistical inference. JASA 22(158), 209-212.
+
+    Examples
+    --------
+    >>> [round(x, 4) for x in wilson_interval(0.0, 10)]
+    [0.0, 0.2775]
+    """
+    if not np.isfinite(n):
+        return float(p_hat), float(p_hat)
+    z = stats.norm.ppf(0.5 + level / 2)
+    z2n = z * z / n
+    centre = (p_hat + z2n / 2) / (1 + z2n)
+    half = z / (1 + z2n) * np.sqrt(p_hat * (1 - p_hat) / n + z2n / (4 * n))
+    return float(max(centre - half, 0.0)), float(min(centre + half, 1.0))
+
+
+def _effective_n(p_hat: float, var_mean: float, p: int) -> float:
+    """``p(1-p) / Var(mean)``; P for a boundary proportion, inf for a constant."""
+    if p_hat <= 0.0 or p_hat >= 1.0:
+        return float(p)
+    if var_mean <= 0.0:
+        return float("inf")
+    return p_hat * (1 - p_hat) / var_mean
+
+
+def _newcombe(wc: np.ndarray, wr: np.ndarray, c: dict, level: float) -> tuple[float, float]:
+    m, p = wr.shape
+    rbar = c["rbar"]
+    p1, p2 = float(wc.mean()), float(rbar.mean())
+    v1 = float(wc.var())                  # ddof=0: equals p(1-p) exactly for 0/1 data
+    v2 = float(rbar.var())
+    cov = float(((wc - p1) * (rbar - p2)).mean())
+    var1 = v1 / p
+    var_model = max(c["sigma_b2"], 0.0) / m
+    var2 = v2 / p + var_model
+    n1 = _effective_n(p1, var1, p)
+    n2 = _effective_n(p2, var2, p)
+    if var_model > 0 and np.isfinite(n2):
+        # Korn & Graubard (1998): shrink the effective size so that the interval
+        # uses the t quantile of the variance estimate's degrees of freedom.
+        df2 = _satterthwaite([(v2 / p, p - 1), (c["s2_m"] / m, m - 1),
+                              (c["ms_res"] / (m * p), (m - 1) * (p - 1))])
+        q = 0.5 + level / 2
+        n2 *= (stats.t.ppf(q, p - 1) / stats.t.ppf(q, df2)) ** 2
+    l1, u1 = wilson_interval(p1, n1, level)
+    l2, u2 = wilson_interval(p2, n2, level)
+    rho = 0.0
+    if var1 > 0 and var2 > 0 and 0 < p1 < 1 and 0 < p2 < 1:
+        # Newcombe's correlation with its N/2 correction of AD - BC, written for means:
+        # AD - BC = P^2 cov for 0/1 data, so the correction is cov - 1/(2P), scaled by
+        # the design effects (1 for 0/1 data, -> 0 for continuous values).
+        deff = np.sqrt(min(v1 / (p1 * (1 - p1)), 1.0) * min(v2 / (p2 * (1 - p2)), 1.0))
+        h = deff / (2 * p)
+        cov_adj = cov - h if cov > h else (0.0 if cov >= 0 else cov)
+        rho = float(np.clip(cov_adj / p / np.sqrt(var1 * var2), -1.0, 1.0))
+    gap = p1 - p2
+    dl1, du1, dl2, du2 = p1 - l1, u1 - p1, p2 - l2, u2 - p2
+    low = gap - np.sqrt(max(dl1 ** 2 + du2 ** 2 - 2 * rho * dl1 * du2, 0.0))
+    high = gap + np.sqrt(max(du1 ** 2 + dl2 ** 2 - 2 * rho * du1 * dl2, 0.0))
+    return float(low), float(high)
+
+
+# --------------------------------------------------------------------------- regime / auto
+
+
+def regime(wc, wr) -> dict:
+    """Summary statistics that decide the regime for ``method="auto"``.
+
+    Returns a dict with ``models`` (M), ``problems`` (P), ``nonzero`` (fraction of
+    problems whose per-problem gap ``wc[p] - mean_m wr[m, p]`` is not 0), and
+    ``binary`` (fraction of all wc and wr values that are exactly 0 or 1: near 1 at
+    large k, where every committee of the pool votes alike).
+
+    Examples
+    --------
+    >>> regime([1, 0, 1, 0.5], [[1, 0, 0, 0.5]])
+    {'models': 1, 'problems': 4, 'nonzero': 0.25, 'binary': 0.75}
+    """
+    wc, wr = _check(wc, wr, 0.95)
+    vals = np.concatenate([wc, wr.ravel()])
+    d = wc - wr.mean(axis=0)
+    return {"models": int(wr.shape[0]), "problems": int(wc.shape[0]),
+            "nonzero": float(np.mean(np.abs(d) > 1e-12)),
+            "binary": float(np.mean((vals == 0.0) | (vals == 1.0)))}
+
+
+SPARSE_BINARY = 0.5
+"""``regime()["binary"]`` at or above which the data count as sparse (large k)."""
+
+
+def choose_method(wc, wr) -> str:
+    """The method ``method="auto"`` uses for these data.
+
+    Parameters
+    ----------
+    wc : array_like, shape (P,)
+    wr : array_like, shape (M, P)
+
+    Returns
+    -------
+    str
+        One of :data:`METHODS`.
+
+    Notes
+    -----
+    The rule follows the coverage measured by ``benchmarks/bench_gap_coverage.py``
+    (table in ``docs/results_gap_coverage.md``):
+
+    * ``M >= 2``: ``"newcombe"`` at every k.  It carries the between-model variance
+      (with the Korn-Graubard df correction); with 4 models and 30 problems it
+      covered 0.93-0.955, as did the two-stage bootstraps, and it was the narrowest of
+      them at middle and large k (``"t"``, with few Satterthwaite df, is wider and
+      covered 0.91-0.95).  Caveat: when the between-model variance dominates (60
+      problems, or heterogeneous control models) every method, this one included,
+      covered only 0.86-0.92 with 4 models; use more control models there.
+    * ``M == 1`` and sparse data (at least :data:`SPARSE_BINARY` of the values exactly
+      0 or 1: large k, where every committee of a pool votes alike and per-problem gaps
+      are sparse in {-1, 0, +1}): ``"newcombe"``; the bootstrap and ``"t"`` intervals
+      are too narrow there.
+    * ``M == 1`` otherwise (fractional values, small and middle k): ``"t"``, at
+      nominal coverage and a little narrower than ``"newcombe"`` (whose
+      continuity-type correction of the correlation is conservative there).
+
+    Examples
+    --------
+    >>> choose_method([1, 0, 1, 1], [[1, 0, 0, 1]])
+    'newcombe'
+    >>> choose_method([0.6, 0.2, 0.7, 0.4], [[0.5, 0.3, 0.6, 0.4]])
+    't'
+    >>> choose_method([0.6, 0.2, 0.7, 0.4], [[0.5, 0.3, 0.6, 0.4], [0.4, 0.3, 0.5, 0.2]])
+    'newcombe'
+    """
+    r = regime(wc, wr)
+    if r["models"] >= 2 or r["binary"] >= SPARSE_BINARY:
+        return "newcombe"
+    return "t"
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def gap_interval(wc, wr, level: float = 0.95, method: str = "auto", reps: int = 2000,
+                 seed: int = 0) -> GapInterval:
+    """Confidence interval for the collaboration - repetition accuracy gap at one k.
+
+    Parameters
+    ----------
+    wc : array_like, shape (P,)
+        Collaboration accuracy per problem (values in [0, 1]).
+    wr : array_like, shape (M, P)
+        Repetition accuracy per control model and problem; a 1-D array is one model.
+    level : float
+        Confidence level in (0, 1).
+    method : str
+        ``"auto"`` (default, see :func:`choose_method`) or one of :data:`METHODS`.
+    reps : int
+        Bootstrap resamples (bootstrap methods only).
+    seed : int
+        Seed of the resampling; equal seeds give equal intervals.
+
+    Returns
+    -------
+    GapInterval
+        ``sources`` is ``("problems", "control models")`` when ``M >= 2`` (except for
+        ``"percentile"``, which resamples problems only) and ``("problems",)`` otherwise.
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes, ``M < 1``, fewer than 2 problems, values outside
+        [0, 1], ``level`` outside (0, 1), an unknown method or ``reps < 1`` with a
+        bootstrap method.
+
+    Notes
+    -----
+    Estimand: ``E_p[collaboration(k)] - E_p E_model[repetition(k)]`` for the fixed
+    pool of variants and a typical control model.  Assumptions: problems i.i.d. from
+    the problem distribution; control models i.i.d. from the variants' population and
+    independent of the problems; every model answered every problem (crossed design).
+    With ``M == 1`` the between-model variance cannot be estimated: the interval is
+    conditional on that control model and is *not* a valid interval for a typical
+    model (the simulation measured 43-86% coverage of the typical-model gap).
+
+    Method details:
+
+    * ``percentile``: paired bootstrap of ``mean_p d_p`` over problems (Efron &
+      Tibshirani 1993, ch. 13).
+    * ``two_stage_percentile``: problems and models resampled independently
+      (:func:`two_stage_resamples`).
+    * ``bca``: two-stage resamples, bias correction from the share of resampled gaps
+      below the estimate (ties count half), acceleration from the jackknife
+      influence values of problems and models together (Efron 1987; DiCiccio &
+      Efron 1996).
+    * ``studentized``: ``t* = (gap* - gap) / se*`` with ``se*`` from
+      :func:`gap_variance` of each two-stage resample (Hall 1988); a resample with
+      ``se* = 0`` gives ``t* = +-inf`` (or 0 when ``gap* == gap``).
+    * ``t``: ``gap +- t_{df, 1-alpha/2} se`` from :func:`gap_variance`.
+    * ``newcombe``: Newcombe's (1998) method 10 (square-and-add of Wilson intervals,
+      the correlation phi with its ``N/2`` correction), which is exactly what this
+      gives for 0/1 values and one model.  Generalised as a MOVER interval (Zou &
+      Donner 2008): each marginal mean gets a Wilson interval with effective size
+      ``p(1-p) / Var(mean)``; the repetition marginal's variance includes the
+      between-model component with the Korn & Graubard (1998) degrees-of-freedom
+      correction; ``phi`` becomes the estimated correlation of the two means.
+
+    References
+    ----------
+    .. [1] Newcombe, R. G. (1998). Improved confidence intervals for the difference
+       between binomial proportions based on paired data. Statistics in Medicine
+       17(22), 2635-2650.
+    .. [2] Zou, G. Y. & Donner, A. (2008). Construction of confidence limits about
+       effect measures: a general approach. Statistics in Medicine 27(10), 1693-1702.
+    .. [3] Korn, E. L. & Graubard, B. I. (1998). Confidence intervals for proportions
+       with small expected number of positive counts estimated from survey data.
+       Survey Methodology 24(2), 193-201.
+    .. [4] Efron, B. (1987). Better bootstrap confidence intervals. JASA 82(397),
+       171-185.  DiCiccio, T. J. & Efron, B. (1996). Bootstrap confidence
+       intervals. Statistical Science 11(3), 189-228.
+    .. [5] Hall, P. (1988). Theoretical comparison of bootstrap confidence intervals.
+       Annals of Statistics 16(3), 927-953.
+    .. [6] Satterthwaite, F. E. (1946). Biometrics Bulletin 2(6), 110-114.
+    .. [7] McCullagh, P. (2000). Resampling and exchangeable arrays. Bernoulli 6(2),
+       285-301.
+    .. [8] Efron, B. & Tibshirani, R. J. (1993). An Introduction to the Bootstrap.
+       Chapman & Hall.
+
+    Examples
+    --------
+    Collaboration right on 3 of 4 problems, the single control model on 2:
+
+    >>> gap_interval([1, 0, 1, 1], [[1, 0, 0, 1]], method="newcombe")
+    GapInterval(gap=+0.2500, 95% CI [-0.3196, +0.6553], method='newcombe', sources=('problems',))
+
+    Two control models; the t interval carries their spread:
+
+    >>> wc = [0.9, 0.4, 0.7, 0.2, 0.6]
+    >>> wr = [[0.8, 0.3, 0.6, 0.2, 0.5], [0.6, 0.2, 0.5, 0.1, 0.4]]
+    >>> gi = gap_interval(wc, wr, method="t")
+    >>> gi.sources, round(gi.gap, 3), gi.low < gi.gap < gi.high
+    (('problems', 'control models'), 0.14, True)
+    """
+    wc, wr = _check(wc, wr, level)
+    m, p = wr.shape
+    if method == "auto":
+        method = choose_method(wc, wr)
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is unknown; use 'auto' or one of {METHODS}")
+    level = float(level)
+    alpha = 1.0 - level
+    c = _components(wc, wr)
+    gap = c["gap"]
+    sources = _sources(m)
+
+    if method == "t":
+        v = _variance_from(c)
+        half = stats.t.ppf(1 - alpha / 2, v.df) * v.se
+        low, high = gap - half, gap + half
+    elif method == "newcombe":
+        low, high = _newcombe(wc, wr, c, level)
+    else:
+        if int(reps) < 1:
+            raise ValueError(f"reps={reps} must be >= 1 for the bootstrap method {method!r}")
+        reps = int(reps)
+        if method == "percentile":
+            pidx = problem_resamples(p, reps, seed)
+            gap_b = resample_counts(pidx, p) @ (wc - c["rbar"]) / p
+            low, high = np.quantile(gap_b, [alpha / 2, 1 - alpha / 2])
+            sources = ("problems",)
+        else:
+            pidx, midx = two_stage_resamples(p, m, reps, seed)
+            cp, cm = resample_counts(pidx, p), resample_counts(midx, m)
+            gap_b, var_b = _boot_stats(wc, wr, cp, cm, studentize=method == "studentized")
+            if method == "two_stage_percentile":
+                low, high = np.quantile(gap_b, [alpha / 2, 1 - alpha / 2])
+            elif method == "bca":
+                low, high = _bca(gap, gap_b, wc, wr, alpha)
+            else:
+                low, high = _studentized(gap, gap_b, var_b, _variance_from(c).se, alpha)
+    low = float(np.clip(low, -1.0, 1.0))
+    high = float(np.clip(high, -1.0, 1.0))
+    return GapInterval(float(gap), min(low, gap), max(high, gap), method, sources, level)
+
+
+def _bca(gap: float, gap_b: np.ndarray, wc, wr, alpha: float) -> tuple[float, float]:
+    b = len(gap_b)
+    eps = 1e-12
+    share = (np.count_nonzero(gap_b < gap - eps) + 0.5 * np.count_nonzero(
+        np.abs(gap_b - gap) <= eps)) / b
+    share = float(np.clip(share, 0.5 / b, 1 - 0.5 / b))
+    z0 = stats.norm.ppf(share)
+    a = _jackknife_acceleration(wc, wr)
+    z = stats.norm.ppf([alpha / 2, 1 - alpha / 2])
+    adj = stats.norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))
+    lo, hi = np.quantile(gap_b, np.clip(adj, 0.0, 1.0))
+    return float(lo), float(hi)
+
+
+def _studentized(gap, gap_b, var_b, se, alpha) -> tuple[float, float]:
+    if se <= 0:
+        return gap, gap
+    diff = gap_b - gap
+    se_b = np.sqrt(var_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_b = np.where(se_b > 0, diff / np.where(se_b > 0, se_b, 1.0),
+                       np.where(np.abs(diff) <= 1e-12, 0.0, np.sign(diff) * np.inf))
+    # inverted_cdf: no interpolation, so infinite t* stay infinite instead of NaN
+    t_lo, t_hi = np.quantile(t_b, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+    return gap - t_hi * se, gap - t_lo * se

@@ -1,0 +1,55 @@
+"""The test suite's own guarantees: isolation from the user's machine, the shared data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import SHARED_DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_tests_use_a_throwaway_cache_and_no_hub():
+    cache = Path(os.environ["ENSEMBLE_CACHE"])
+    assert cache.name.startswith("ensemble-test-cache-") and cache != Path.home() / ".cache"
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    from ensemble.experiment import cache_root
+    from ensemble.models import default_cache_dir
+
+    assert default_cache_dir() == cache / "models" and cache_root() == cache
+
+
+def _pytest_on(tmp_path, code: str, env: dict) -> subprocess.CompletedProcess:
+    """Run a one-test file with this suite's conftest, in a copy whose ../shared is absent."""
+    tests = tmp_path / "proj" / "tests"
+    tests.mkdir(parents=True, exist_ok=True)
+    (tests / "__init__.py").write_text("")
+    (tests / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (tests / "test_x.py").write_text(code)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(tests / "test_x.py")], cwd=tmp_path / "proj", env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_missing_shared_data_skips_for_users_and_fails_in_ci(tmp_path):
+    code = "def test_needs_data(shared_data):\n    assert shared_data.is_dir()\n"
+    env = {k: v for k, v in os.environ.items() if k != "ENSEMBLE_REQUIRE_SHARED_DATA"}
+    user = _pytest_on(tmp_path, code, env)
+    assert user.returncode == 0 and "1 skipped" in user.stdout, user.stdout
+    ci = _pytest_on(tmp_path, code, {**env, "ENSEMBLE_REQUIRE_SHARED_DATA": "1"})
+    assert ci.returncode == 1 and "ENSEMBLE_REQUIRE_SHARED_DATA=1 says it must be there" in (
+        ci.stdout), ci.stdout
+    assert SHARED_DATA.is_dir() or os.environ.get("ENSEMBLE_REQUIRE_SHARED_DATA") != "1"
+
+
+def test_bare_pytest_collects_the_suite():
+    """`pytest` (not only `python -m pytest`) finds tests.helpers from the repository root."""
+    exe = Path(sys.executable).with_name("pytest")
+    proc = subprocess.run([str(exe), "--collect-only", "-q", "tests/test_cli_vote.py"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "test_vote_writes_contract_files" in proc.stdout
