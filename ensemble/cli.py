@@ -224,7 +224,8 @@ def demo(out, variants, seed, fresh, simulated):
 def run(config, out, fresh):
     """Run every stage of one experiment CONFIG in order, resuming what is done.
 
-    A run directory remembers its config (config.toml) and refuses a different one.
+    CONFIG is an experiment file (.toml) or a run directory (its config.toml). A run
+    directory remembers its config and refuses a different one.
     """
     from ensemble.experiment import ExperimentConfig, fresh_start, run_experiment
 

@@ -19,14 +19,9 @@ ESTIMATORS = ("exact", "monte-carlo")
 
 
 def _from_dict(cls, data: dict[str, Any]):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"unknown {cls.__name__} key(s) {', '.join(unknown)}; known keys: "
-            f"{', '.join(sorted(names))}"
-        )
-    return cls(**data)
+    from ensemble.strict import from_dict
+
+    return from_dict(cls, data, f"[{cls.__name__.removesuffix('Config').lower()}]")
 
 
 def _to_dict(obj) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ensemble.config import FitConfig, VoteConfig
+from ensemble.strict import check_types
 from eval.config import SHARED_KEYS as SHARED  # the top-level keys every stage shares
 
 STAGES = ("pretrain", "train", "answer", "vote", "fit")
@@ -82,6 +83,7 @@ class ExperimentConfig:
         missing = [k for k in ("out", "base") if not data.get(k)]
         if missing:
             raise ValueError(f"the experiment config needs {' and '.join(missing)} at its top level")
+        check_types(cls, data, "experiment config")
         return cls(**data)
 
     @classmethod
@@ -108,6 +110,11 @@ class ExperimentConfig:
             if unknown:
                 raise ValueError(f"unknown [{stage}] key(s) {', '.join(unknown)}; known keys: "
                                  f"{', '.join(sorted(names - {'input', 'votes'}))}")
+            check_types(cls, getattr(self, stage), f"[{stage}]")
+        if self.pretrain:
+            from train_variants.pretrain import PretrainConfig
+
+            PretrainConfig.from_overrides(**self.pretrain)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -266,6 +273,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True, log=print) -> E
 
     # Validate every table with a stand-in base before any expensive step.
     stand_in = cfg.base if cfg.base != DEMO_BASE else "demo-base"
+    cfg.train_config(stand_in)
     cfg.answer_config(stand_in)
     cfg.vote_config()
     cfg.fit_config()

@@ -105,16 +105,10 @@ class AnswerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AnswerConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown answer config key(s) {', '.join(unknown)}; known keys: "
-                             f"{', '.join(sorted(names))}")
-        missing = [k for k in ("base", "out", "benchmark") if data.get(k) in (None, "")]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)}: give --{missing[0]} or set it in "
-                             "the config file")
-        return cls(**data)
+        from ensemble.strict import from_dict
+
+        return from_dict(cls, data, "answer config", ("base", "out", "benchmark"),
+                         ": give --{key} or set it in the config file")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -124,16 +118,23 @@ def parse_shard(spec: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-SHARED_KEYS = ("base", "out", "seed")  # top-level keys of an experiment file
+SHARED_KEYS = ("out", "base", "seed")  # top-level keys of an experiment file
 
 
 def read_toml(path: Path, section: str | None = None) -> dict[str, Any]:
     """A TOML config file as a dict (one section of it when ``section`` is given)."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / "config.toml").is_file():
+            raise ValueError(f"{path} is a directory without config.toml; give a config "
+                             "file (.toml) or a run directory made by `ensemble run`")
+        path = path / "config.toml"  # a run directory: resume it with its own config
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"{path}: config file not found") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file; a config is TOML text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML ({exc})") from None
     if section is not None and section in data:

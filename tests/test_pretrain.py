@@ -120,7 +120,7 @@ def test_interrupted_pretrain_leaves_nothing_that_counts_as_done(tmp_path, monke
 
 
 def test_bad_settings_are_refused_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown pretrain setting\(s\) stepz"):
+    with pytest.raises(ValueError, match=r"unknown pretrain setting key\(s\) stepz"):
         build_demo_base(tmp_path, stepz=3)
     with pytest.raises(ValueError, match="head_dim=16: vLLM on CPU runs only"):
         build_demo_base(tmp_path, head_dim=16)

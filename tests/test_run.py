@@ -34,7 +34,35 @@ def test_config_errors_are_caught_before_anything_runs(tmp_path):
          "a [pretrain] table needs base = 'demo' (got base = 'b'); drop the table or the base"),
         ('out = "r"\nbase = "b"\n[vote]\nk = "1:4"\nbootstrapp = 3\n', "unknown [vote] key(s) bootstrapp"),
         ('out = "r"\nbase = \n', "not valid TOML"),
+        # wrong types: the key, the value and what it should be, nothing written
+        ('out = "r"\nbase = "b"\n[vote]\nbootstrap = "many"\n',
+         "Error: [vote] bootstrap = 'many' must be an integer, not a string"),
+        ('out = "r"\nbase = "b"\n[answer]\nbenchmark = "x"\ntemperature = "hot"\n',
+         "Error: [answer] temperature = 'hot' must be a number, not a string"),
+        ('out = "r"\nbase = "b"\n[train]\nvariants = "two"\n',
+         "Error: [train] variants = 'two' must be an integer, not a string"),
+        ('out = "r"\nbase = "b"\n[train]\ngradient_checkpointing = 1\n',
+         "Error: [train] gradient_checkpointing = 1 must be true or false, not an integer"),
+        ('out = "r"\nbase = "b"\n[fit]\nk_min = 1.5\n',
+         "Error: [fit] k_min = 1.5 must be an integer, not a number"),
+        ('out = "r"\nbase = "b"\nseed = "zero"\n',
+         "Error: experiment config seed = 'zero' must be an integer, not a string"),
+        ('out = "r"\nbase = "demo"\n[pretrain]\nsteps = "many"\n',
+         "Error: pretrain setting steps = 'many' must be an integer, not a string"),
+        ('out = "r"\nbase = "b"\n[answer]\nbenchmark = "x"\nrepetition_model = [1, 2]\n',
+         "Error: [answer] repetition_model = [1, 2] must be a list of strings, not a list"),
     ]
+    empty = tmp_path / "empty-dir"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["run", str(empty)])
+    assert res.exit_code == 1 and res.output == (
+        f"Error: {empty} is a directory without config.toml; give a config file (.toml) or "
+        "a run directory made by `ensemble run`\n")
+    binary = _write(tmp_path / "bin.toml", "")
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    res = CliRunner().invoke(main, ["run", str(binary)])
+    assert res.exit_code == 1
+    assert res.output == f"Error: {binary}: not a text file; a config is TOML text\n"
     for i, (text, message) in enumerate(bad):
         conf = _write(tmp_path / f"c{i}.toml", text)
         res = CliRunner().invoke(main, ["run", str(conf)])
@@ -45,6 +73,7 @@ def test_config_errors_are_caught_before_anything_runs(tmp_path):
 
 def test_stage_values_are_checked_before_the_base_is_built(tmp_path):
     conf = _write(tmp_path / "c.toml", f'out = "{tmp_path / "r"}"\nbase = "demo"\n'
+                  '[train]\npool = "synthetic:8"\n'
                   '[answer]\nbenchmark = "synthetic:10"\ntemperature = 9.0\n')
     res = CliRunner().invoke(main, ["run", str(conf)])
     assert res.exit_code == 1

@@ -173,17 +173,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Build a config from a dict (a TOML table merged with flags); unknown keys are errors."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown train config key(s) {', '.join(unknown)}; known keys: "
-                             f"{', '.join(sorted(names))}")
-        missing = [k for k in ("base", "pool", "out") if data.get(k) in (None, "")]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)}: give --{missing[0]} or set it in "
-                             "the [train] table of the config file")
-        return cls(**data)
+        """Build a config from a dict (a TOML table merged with flags); unknown keys and
+        values of the wrong type are errors."""
+        from ensemble.strict import from_dict
+
+        return from_dict(cls, data, "train config", ("base", "pool", "out"),
+                         ": give --{key} or set it in the [train] table of the config file")
 
     @classmethod
     def from_toml(cls, path: Path, **overrides) -> "TrainConfig":

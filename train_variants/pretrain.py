@@ -127,12 +127,10 @@ class PretrainConfig:
         Unknown keys are errors: a typo must not silently train with a default.  Lists
         become tuples, so a TOML array and a Python tuple give the same key.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ValueError(f"unknown pretrain setting(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(names))}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+        from ensemble.strict import from_dict
+
+        return from_dict(cls, {k: tuple(v) if isinstance(v, list) else v
+                               for k, v in overrides.items()}, "pretrain setting")
 
 
 def cache_key(cfg: PretrainConfig, seed: int) -> str:
