@@ -70,14 +70,28 @@ def _canonical(values: pd.Series) -> pd.Series:
     return out.mask(out == "", pd.NA)
 
 
-def load_answers(path: Path) -> tuple[pd.DataFrame, str]:
+def load_answers(path: Path, canonical: str = "number") -> tuple[pd.DataFrame, str]:
     """Read and validate an answers file or run directory.
+
+    Parameters
+    ----------
+    path : Path
+        A file or a run directory.
+    canonical : {"number", "math", "none"}
+        How answers written differently are merged before voting
+        (:func:`ensemble.canonical.canonicalize`): equivalent wrong answers split into
+        separate classes would face the gold answer as weaker rivals and inflate
+        majority-vote accuracy.
 
     Returns
     -------
     (table, sha256)
         The table with canonical dtypes and a hash of the input bytes (files in order).
     """
+    from ensemble.canonical import CANONICAL_MODES, canonicalize
+
+    if canonical not in CANONICAL_MODES:  # before any file is read
+        raise ValueError(f"canonical={canonical!r} is not one of {', '.join(CANONICAL_MODES)}")
     files = answer_files(Path(path))
     digest = hashlib.sha256()
     frames = []
@@ -96,6 +110,11 @@ def load_answers(path: Path) -> tuple[pd.DataFrame, str]:
     table = pd.concat(frames, ignore_index=True)
     if table.empty:
         raise AnswersError(f"{path}: no answer rows")
+    if all(c in table.columns for c in ("answer", "gold", "problem_id")):
+        # Before validation, so one gold written two ways (1,000 and 1000) is one gold.
+        table["answer"], table["gold"] = canonicalize(
+            table["answer"], table["gold"], table["problem_id"].astype("string").str.strip(),
+            canonical)
     validate(table)
     cols = list(REQUIRED) + (["correct"] if "correct" in table.columns else [])
     out = pd.DataFrame(

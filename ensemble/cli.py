@@ -19,7 +19,51 @@ def _echo_warnings(caught) -> None:
         click.echo(f"warning: {w.message}", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def one_line(exc: BaseException) -> str:
+    """A foreseeable error as one line: the file or value and what went wrong."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        what = exc.strerror or type(exc).__name__
+        hint = {PermissionError: "check its permissions or choose another path",
+                FileNotFoundError: "check the path",
+                IsADirectoryError: "give a file, not a directory",
+                NotADirectoryError: "a part of the path is a file, not a directory",
+                FileExistsError: "choose another path"}.get(type(exc), "")
+        return f"{exc.filename}: {what}" + (f"; {hint}" if hint else "")
+    if isinstance(exc, MemoryError):
+        return ("out of memory; lower the sizes (--k, --bootstrap, --committees, batch sizes) "
+                "or use a bigger machine")
+    if isinstance(exc, UnicodeDecodeError):
+        return f"cannot read a file as UTF-8 text ({exc.reason} at byte {exc.start})"
+    return str(exc) or type(exc).__name__
+
+
+class _Group(click.Group):
+    """Turns foreseeable errors into one line and exit 1; anything else is a bug report.
+
+    Commands already turn the library's ValueErrors into ``ClickException``; this catches
+    what reaches the top from below them: file-system errors, absurd sizes, bad text.
+    """
+
+    FORESEEABLE = (OSError, ValueError, OverflowError, MemoryError, ImportError)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except self.FORESEEABLE as exc:
+            raise click.ClickException(one_line(exc)) from None
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+            click.echo(f"\nThis is a bug in ensemble {__version__}, not a problem with your "
+                       "input: please report it on the project's issue tracker with the "
+                       "command you ran and the traceback above.", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ensemble")
 def main():
     """Measure the collective intelligence of LoRA populations."""
@@ -39,7 +83,10 @@ def main():
 @click.option("--bootstrap", type=int, default=1000, show_default=True,
               help="Bootstrap resamples over problems (0 to skip).")
 @click.option("--ci", type=float, default=0.95, show_default=True)
-def vote(input, out, k, estimator, committees, seed, bootstrap, ci):
+@click.option("--canonical", type=click.Choice(["number", "math", "none"]), default="number",
+              show_default=True, help="Merge answers that are the same number written "
+              "differently; math: also math-verify-equivalent answers (slower).")
+def vote(input, out, k, estimator, committees, seed, bootstrap, ci, canonical):
     """Majority-vote accuracy versus committee size k for every condition in INPUT.
 
     INPUT is a run directory (answers/**.parquet) or one answers file
@@ -51,7 +98,8 @@ def vote(input, out, k, estimator, committees, seed, bootstrap, ci):
         from ensemble.config import VoteConfig
 
         cfg = VoteConfig(input=input, out=out, k=k, estimator=estimator,
-                         committees=committees, seed=seed, bootstrap=bootstrap, ci=ci)
+                         committees=committees, seed=seed, bootstrap=bootstrap, ci=ci,
+                         canonical=canonical)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = run_vote(cfg)

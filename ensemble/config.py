@@ -33,6 +33,10 @@ class VoteConfig:
     input: Path
     out: Path | None = None  # default: <run>/votes, or votes/ beside an answers file
     k: str | None = None  # None: every k from 1 to each pool's voter count
+    # Merge answers that are the same number written differently (624, 624.0, +624):
+    # split, equivalent wrong answers are weaker rivals and inflate accuracy.  "math"
+    # merges math-verify-equivalent answers too (slower); "none" compares strings.
+    canonical: str = "number"
     estimator: str = "exact"  # exact has no sampling noise; monte-carlo gives committee spread
     committees: int = 1000  # Monte-Carlo committees per k: SE of the mean ~ sd/sqrt(1000)
     seed: int = 0  # seeds Monte-Carlo committees and the bootstrap
@@ -47,6 +51,11 @@ class VoteConfig:
             raise ValueError(
                 f"estimator={self.estimator!r} is not one of {', '.join(ESTIMATORS)}"
             )
+        from ensemble.canonical import CANONICAL_MODES
+
+        if self.canonical not in CANONICAL_MODES:
+            raise ValueError(f"canonical={self.canonical!r} is not one of "
+                             f"{', '.join(CANONICAL_MODES)}")
         if self.committees < 1:
             raise ValueError(f"committees={self.committees} must be at least 1")
         if self.bootstrap < 0:
@@ -145,11 +154,22 @@ def parse_k(spec: str | None, n_voters: int | None) -> np.ndarray:
                 raise ValueError(
                     f"k spec {spec!r}: a range lo:hi[:step] needs 1 <= lo <= hi and step >= 1"
                 )
+            top = lo + (hi - lo) // step * step
+            # Checked before the range is built: 1:10**20 must be an error, not an array.
+            if n_voters is None:
+                return np.array([], dtype=np.int64)
+            if top > n_voters:
+                raise ValueError(f"k={top} exceeds the {n_voters} voters")
             ks = np.arange(lo, hi + 1, step)
         elif re.fullmatch(r"\d+(,\d+)*,?", s):
-            ks = np.array(sorted({int(x) for x in s.split(",") if x}))
-            if ks.min() < 1:
+            ks = sorted({int(x) for x in s.split(",") if x})
+            if ks[0] < 1:
                 raise ValueError(f"k spec {spec!r}: committee sizes start at 1")
+            if n_voters is None:
+                return np.array([], dtype=np.int64)
+            if ks[-1] > n_voters:
+                raise ValueError(f"k={ks[-1]} exceeds the {n_voters} voters")
+            ks = np.array(ks)
         else:
             raise ValueError(
                 f"k spec {spec!r} is not understood; use a range like 1:200, a list like "

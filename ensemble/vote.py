@@ -123,14 +123,21 @@ def condition_grids(spec: str | None, pools: dict[str, list[A.Pool]], source) ->
     for name, plist in pools.items():
         n_min = min(sizes[name])
         if explicit:
-            wanted = parse_k(spec, 10**12)
-            if len(plist) == 1 and wanted.max() > n_min:
-                raise ValueError(f"k={int(wanted.max())} exceeds the {n_min} voters of condition "
-                                 f"{name} in {source}; lower --k")
+            try:
+                wanted = parse_k(spec, max(sizes[name]))
+            except ValueError as exc:
+                if "exceeds" not in str(exc):
+                    raise
+                if len(plist) == 1:
+                    raise ValueError(f"{exc} of condition {name} in {source}; lower --k") from None
+                raise ValueError(
+                    f"{str(exc).split(' exceeds')[0]} exceeds the voters of every {name} model "
+                    f"in {source} ({', '.join(f'{p.name}={p.n_voters}' for p in plist)}); "
+                    "lower --k") from None
             ks = wanted[wanted <= n_min]
             if not ks.size:
                 raise ValueError(
-                    f"k={int(wanted.min())} exceeds the voters of every {name} model in "
+                    f"k={int(wanted.min())} exceeds the voters of some {name} models in "
                     f"{source} ({', '.join(f'{p.name}={p.n_voters}' for p in plist)}); lower --k")
             cut = wanted.max() > n_min
         else:
@@ -233,7 +240,7 @@ def _condition_meta(c: ConditionResult) -> dict:
 def run_vote(cfg: VoteConfig, progress: bool = True) -> VoteResult:
     """Read the answers named by ``cfg``, compute the curves and write the votes directory."""
     check_output_dir(cfg.out_dir, "votes directory", VOTE_MARKER)
-    table, digest = A.load_answers(cfg.input)
+    table, digest = A.load_answers(cfg.input, cfg.canonical)
     result = compute(table, cfg, progress=progress)
     with atomic_dir(cfg.out_dir, "votes directory", VOTE_MARKER) as out:
         write_csv(out / "curve.csv", result.curve)

@@ -248,7 +248,7 @@ def test_k_above_every_repetition_model_is_refused(tmp_path):
     r = run("vote", tmp_path / "rep.csv", "--k", "9,10", "--bootstrap", 0)
     assert r.exit_code == 1
     assert r.output.strip().endswith(
-        "k=9 exceeds the voters of every repetition model in "
+        "k=10 exceeds the voters of every repetition model in "
         f"{tmp_path / 'rep.csv'} (repetition/v000=8, repetition/v001=5, repetition/v002=8); "
         "lower --k")
 
@@ -336,3 +336,48 @@ def test_written_files_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "v").stat().st_mode) == 0o755
     for f in (tmp_path / "v").iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+
+
+def test_absurd_k_is_one_line_not_an_allocation(tmp_path):
+    path = write_csv(small_table(), tmp_path / "a.csv")
+    for spec, k in (("1:99999999999999999999", "99999999999999999999"),
+                    ("5,99999999999999999999", "99999999999999999999"),
+                    ("1:10**3", None)):
+        r = run("vote", path, "--k", spec, "--bootstrap", 0)
+        assert r.exit_code == 1
+        if k:
+            assert r.output == (f"Error: k={k} exceeds the 10 voters of condition collaboration "
+                                f"in {path}; lower --k\n")
+        else:
+            assert "is not understood" in r.output
+
+
+def test_an_internal_error_prints_its_traceback_and_asks_for_a_report(tmp_path, monkeypatch):
+    from ensemble import vote as vote_mod
+
+    def broken(*a, **kw):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(vote_mod, "compute", broken)
+    path = write_csv(small_table(), tmp_path / "a.csv")
+    r = CliRunner().invoke(main, ["vote", str(path)])
+    assert r.exit_code == 2
+    assert "KeyError: 'boom'" in r.output and "This is a bug in ensemble" in r.output
+    assert "please report it on the project's issue tracker" in r.output
+
+
+def test_same_number_written_differently_is_one_class(tmp_path):
+    """Two voters give the gold 5 and three give 7, each written differently: compared as
+    strings every class has one vote (a five-way tie, gold wins 1/5); merged (the
+    default), 7 wins the full-pool vote."""
+    rows = [("collaboration", f"v{i}", "p1", 0, a, "5") for i, a in
+            enumerate(["5", "+5.0", "7", "7.0", " 07 "])]
+    path = write_csv(table_rows(rows), tmp_path / "t.csv")
+    for mode, k5 in (("none", 0.2), ("number", 0.0)):
+        r = run("vote", path, "--out", tmp_path / mode, "--bootstrap", 0, "--canonical", mode)
+        assert r.exit_code == 0, r.output
+        curve = pd.read_csv(tmp_path / mode / "curve.csv").set_index("k")["accuracy"]
+        assert curve[5] == pytest.approx(k5, abs=1e-12)
+        assert curve[1] == pytest.approx(0.4 if mode == "number" else 0.2, abs=1e-12)
+    meta = json.loads((tmp_path / "number" / "vote.json").read_text())
+    assert meta["config"]["canonical"] == "number"
