@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/bench_vote.py            # full (several minutes)
     python benchmarks/bench_vote.py --quick    # smoke test (< 60 s)
     python benchmarks/bench_vote.py --profile  # also cProfile the headline case
+    python benchmarks/bench_vote.py --scale    # only the large-pool section (6.)
 
 The machine this runs on is shared and noisy, so every comparison is printed as a
 *ratio of times measured in this same run*; absolute seconds are shown for context only.
@@ -27,6 +28,12 @@ What is measured
   error at all: it averages over every one of the C(N, k) committees).
 * Scaling of the exact curve with voters and problems, each large case guarded by a
   time budget (one problem is timed first in a child process and extrapolated).
+* Large pools (``ensemble.voting_scale``): 100,000 voters x 30 problems x the k grid
+  log:40, both conditions, with 200 paired bootstrap resamples, run in a fresh child
+  process for its wall time and peak resident memory, with the largest proven error
+  bound; and, at 200 / 1,000 / 2,000 voters, the dispatcher ``accuracy_matrix`` and the
+  windowed method beside today's ``exact_matrix`` (time and max |difference|), and the
+  histogram Monte-Carlo's time and Hoeffding half-width.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ensemble import bootstrap, voting  # noqa: E402
+from ensemble import bootstrap, voting, voting_scale  # noqa: E402
 
 try:  # the committee-size grid parser, when the project has it
     from ensemble.config import parse_k as _parse_k
@@ -314,6 +321,209 @@ def scaling_case(voters: int, problems: int, spec: str | None, seed: int,
     return row
 
 
+# ------------------------------------------------------------------- large pools
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss, KiB on Linux), in MB."""
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+def _current_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def large_pool_run(voters: int, problems: int, spec: str, reps: int, seed: int,
+                   eps: float) -> dict:
+    """The vote stage at scale: histograms, accuracy_matrix, pass@k, paired bootstrap.
+
+    Runs in whatever process calls it; :func:`_large_pool_child` calls it in a fresh
+    one so that ru_maxrss is this run's own peak.
+    """
+    out = {"rss_start_mb": _current_rss_mb()}
+    t0 = time.perf_counter()
+    data, gold = simulate(problems, voters, seed)
+    out["sim_s"] = time.perf_counter() - t0
+    ks = k_grid(spec, voters)
+    out["ks"] = ks.tolist()
+    t0 = time.perf_counter()
+    idx = bootstrap.problem_resamples(problems, reps, seed)
+    Ws, bounds, curves, cis = {}, {}, {}, {}
+    t_hist = t_acc = 0.0
+    for cond in CONDITIONS:
+        codes = data.pop(cond)  # free each condition's codes once it is histogrammed
+        t1 = time.perf_counter()
+        hists = [voting.histogram(codes[i], int(gold[i])) for i in range(problems)]
+        del codes
+        t2 = time.perf_counter()
+        W, bound = voting_scale.accuracy_matrix(hists, ks, eps=eps)
+        t3 = time.perf_counter()
+        t_hist += t2 - t1
+        t_acc += t3 - t2
+        PK = voting.pass_at_k_matrix(voters, np.array([h.g for h in hists]), ks)
+        Ws[cond], bounds[cond] = W, bound
+        curves[cond] = (W.mean(axis=0), PK.mean(axis=0))
+        cis[cond] = bootstrap.percentile_ci(bootstrap.resampled_means(W, idx), CI_LEVEL)
+    a, b = (Ws[c] for c in CONDITIONS)
+    diff_ci = bootstrap.percentile_ci(bootstrap.resampled_means(a - b, idx), CI_LEVEL)
+    out["total_s"] = time.perf_counter() - t0
+    out["hist_s"], out["acc_s"] = t_hist, t_acc
+    out["boot_s"] = out["total_s"] - t_hist - t_acc
+    out["peak_rss_mb"] = _rss_mb()
+    out["max_bound"] = float(max(bounds[c].max() for c in CONDITIONS))
+    out["bound_per_k"] = np.maximum(*(bounds[c] for c in CONDITIONS)).tolist()
+    out["curves"] = {c: (curves[c][0].tolist(), curves[c][1].tolist(),
+                         cis[c][0].tolist(), cis[c][1].tolist()) for c in CONDITIONS}
+    out["diff_ci"] = (diff_ci[0].tolist(), diff_ci[1].tolist())
+    return out
+
+
+def _large_pool_child(conn, *args):
+    try:
+        conn.send(("ok", large_pool_run(*args)))
+    except BaseException as e:  # report, never hang the parent
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
+def large_pool_isolated(*args, timeout_s: float = 1800.0):
+    """:func:`large_pool_run` in a freshly spawned interpreter (clean ru_maxrss)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_large_pool_child, args=(child, *args))
+    proc.start()
+    child.close()
+    if parent.poll(timeout_s):
+        try:
+            status, value = parent.recv()
+        except EOFError:
+            status, value = "error", "child died"
+        proc.join()
+        return status, value
+    proc.terminate()
+    proc.join(5)
+    return "timeout", None
+
+
+def compare_methods(voters: int, problems: int, spec: str | None, seed: int,
+                    draws: int, eps: float) -> dict:
+    """exact_matrix vs accuracy_matrix (auto and windowed) vs histogram Monte-Carlo."""
+    data, gold = simulate(problems, voters, seed)
+    ks = k_grid(spec, voters)
+    hists = {c: [voting.histogram(data[c][i], int(gold[i])) for i in range(problems)]
+             for c in CONDITIONS}
+    row = {"voters": voters, "grid": spec or "every k", "n_k": len(ks)}
+
+    def timed(fn):
+        clear_caches()
+        t0 = time.perf_counter()
+        res = fn()
+        return time.perf_counter() - t0, res
+
+    row["exact_s"], ex = timed(lambda: {c: voting.exact_matrix(hists[c], ks) for c in CONDITIONS})
+    row["auto_s"], au = timed(lambda: {c: voting_scale.accuracy_matrix(hists[c], ks, eps)
+                                       for c in CONDITIONS})
+    row["win_s"], wi = timed(lambda: {c: voting_scale.accuracy_matrix(hists[c], ks, eps,
+                                                                      method="windowed")
+                                      for c in CONDITIONS})
+    row["mc_s"], mc = timed(lambda: {c: voting_scale.histogram_monte_carlo(
+        hists[c], ks, draws, seed) for c in CONDITIONS})
+    row["auto_exact"] = sum(int(voting_scale._choose_exact(hists[c], ks, "auto").sum())
+                            for c in CONDITIONS)
+    row["auto_diff"] = max(float(np.abs(au[c][0] - ex[c]).max()) for c in CONDITIONS)
+    row["auto_bound"] = max(float(au[c][1].max()) for c in CONDITIONS)
+    row["win_diff"] = max(float(np.abs(wi[c][0] - ex[c]).max()) for c in CONDITIONS)
+    row["win_bound"] = max(float(wi[c][1].max()) for c in CONDITIONS)
+    row["mc_cell"], row["mc_mean"] = mc[CONDITIONS[0]][1]
+    row["mc_err"] = max(float(np.abs(mc[c][0] - ex[c]).max()) for c in CONDITIONS)
+    row["mc_mean_err"] = max(float(np.abs(mc[c][0].mean(0) - ex[c].mean(0)).max())
+                             for c in CONDITIONS)
+    return row
+
+
+def scale_section(cfg: dict, seed: int, number: int = 6) -> dict:
+    """Section 6: large pools with voting_scale; returns the numbers for the summary."""
+    V, P, spec, reps, eps = (cfg["big_voters"], cfg["big_problems"], "log:40",
+                             cfg["big_reps"], cfg["eps"])
+    section(f"{number}. Large pools (ensemble.voting_scale): {V:,} voters x {P} problems x "
+            f"{spec}, both conditions, {reps} paired bootstrap resamples")
+    print(f"Run in a freshly spawned interpreter so ru_maxrss is this run's own peak; eps = "
+          f"{eps:g}. Targets: < 60 s, < 3 GB, proven error bound <= 1e-9.")
+    status, r = large_pool_isolated(V, P, spec, reps, seed, eps)
+    res = {}
+    if status != "ok":
+        print(f"large-pool run failed: {status} {r or ''}")
+    else:
+        ks = np.array(r["ks"])
+        print(f"k grid: {len(ks)} sizes from {ks.min()} to {ks.max():,}")
+        print(f"data simulation (not timed as part of the pipeline): {fmt_s(r['sim_s'])}")
+        print(f"wall time, histograms + accuracy_matrix + pass@k + bootstrap + CIs: "
+              f"{fmt_s(r['total_s'])}  (histograms {fmt_s(r['hist_s'])}, accuracy_matrix "
+              f"{fmt_s(r['acc_s'])}, pass@k + bootstrap + CIs {fmt_s(r['boot_s'])})")
+        print(f"peak resident memory (ru_maxrss of the child): {r['peak_rss_mb']:,.0f} MB "
+              f"(after imports: {r['rss_start_mb']:,.0f} MB)")
+        print(f"max proven error bound over all cells: {r['max_bound']:.2e}")
+        ok = (r["total_s"] < 60, r["peak_rss_mb"] < 3072, r["max_bound"] <= 1e-9)
+        print("targets: " + ", ".join(f"{name} {'met' if o else 'MISSED'}" for name, o in
+                                      zip(("time < 60 s", "memory < 3 GB", "bound <= 1e-9"), ok)))
+        rows = []
+        shown = sorted({int(ks[int(round(i))]) for i in np.linspace(0, len(ks) - 1, 9)})
+        for k in shown:
+            i = int(np.nonzero(ks == k)[0][0])
+            row = [f"{k:,}"]
+            for c in CONDITIONS:
+                mean, _, lo, hi = r["curves"][c]
+                row.append(f"{mean[i]:.4f} [{lo[i]:.4f}, {hi[i]:.4f}]")
+            m0 = r["curves"][CONDITIONS[0]][0][i] - r["curves"][CONDITIONS[1]][0][i]
+            row.append(f"{m0:+.4f} [{r['diff_ci'][0][i]:+.4f}, {r['diff_ci'][1][i]:+.4f}]")
+            row.append(f"{r['curves'][CONDITIONS[0]][1][i]:.4f}")
+            row.append(f"{r['bound_per_k'][i]:.1e}")
+            rows.append(row)
+        print()
+        print(table(["k", f"{CONDITIONS[0]} [95% CI]", f"{CONDITIONS[1]} [95% CI]",
+                     "difference [paired CI]", "pass@k (collab)", "bound"], rows))
+        res["big"] = r
+    # ------------------------------------------------------------ side by side
+    print()
+    P = cfg["cmp_problems"]
+    print(f"Side by side at sizes where exact_matrix runs ({P} problems, both conditions; "
+          f"caches cleared before each). 'auto' = accuracy_matrix's choice per problem,\n"
+          f"'windowed' = forced windowed method, MC = histogram_monte_carlo with "
+          f"{cfg['mc_draws']} draws per cell (Hoeffding half-widths at delta = 1e-3).")
+    crow = []
+    res["cmp"] = []
+    for v in cfg["cmp_voters"]:
+        spec_v = cfg["cmp_small_grid"] if v <= 200 else "log:40"
+        c = compare_methods(v, P, spec_v, seed, cfg["mc_draws"], eps)
+        res["cmp"].append(c)
+        crow.append([f"{v:,}", f"{c['grid']} ({c['n_k']} k)", f"{c['exact_s']:.3f}",
+                     f"{c['auto_s']:.3f} ({c['auto_s'] / c['exact_s']:.2f}x)",
+                     f"{c['auto_exact']}/{2 * P}",
+                     f"{c['auto_diff']:.1e}",
+                     f"{c['win_s']:.3f} ({c['win_s'] / c['exact_s']:.2f}x)",
+                     f"{c['win_diff']:.1e} / {c['win_bound']:.0e}",
+                     f"{c['mc_s']:.3f}", f"{c['mc_cell']:.3f} / {c['mc_mean']:.4f}",
+                     f"{c['mc_err']:.3f} / {c['mc_mean_err']:.4f}"])
+        print(f"  done: {v} voters", flush=True)
+    print()
+    print(table(["voters", "k grid", "exact s", "auto s (ratio)", "auto: exact used",
+                 "auto max|diff|",
+                 "windowed s (ratio)", "windowed max|diff| / bound", "MC s",
+                 "MC half-width cell / mean", "MC max|err| cell / mean"], crow, "llrrrrrrrrr"))
+    print("(ratios are to exact_matrix in this run. |diff| includes exact_matrix's own float "
+          "error, ~log(N!) x 1e-16:\n about 1e-12 at 1,000 voters and 3e-12 at 2,000, "
+          "checked against rational arithmetic in tests/test_voting_scale.py.)")
+    return res
+
+
 # ---------------------------------------------------------------------- reporting
 
 
@@ -350,8 +560,25 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="small settings (< 60 s), smoke test")
     ap.add_argument("--profile", action="store_true",
                     help="also cProfile the headline exact pipeline (top 10 by cumulative time)")
+    ap.add_argument("--scale", action="store_true",
+                    help="run only the large-pool section (ensemble.voting_scale)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    scale_cfg = (dict(big_voters=10_000, big_problems=10, big_reps=200, eps=1e-13,
+                      cmp_voters=(200,), cmp_problems=10, cmp_small_grid="log:40",
+                      mc_draws=200) if args.quick else
+                 dict(big_voters=100_000, big_problems=30, big_reps=200, eps=1e-13,
+                      cmp_voters=(200, 1000, 2000), cmp_problems=30, cmp_small_grid=None,
+                      mc_draws=1000))
+    if args.scale:
+        t_start = time.perf_counter()
+        print(f"bench_vote --scale{' --quick' if args.quick else ''} - python "
+              f"{sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs")
+        print("Times are wall-clock on a shared machine; compare the ratios (measured side by "
+              "side in this run), not absolute seconds.")
+        scale_section(scale_cfg, args.seed)
+        print(f"(total benchmark wall time {time.perf_counter() - t_start:.0f} s)")
+        return
 
     if args.quick:
         cfg = dict(voters=200, problems=30, reps=1000, repeats=2,
@@ -507,9 +734,12 @@ def main(argv=None) -> None:
           "not cut the cost:\n exact_matrix computes every k up to k_max = max(grid), and "
           "log:40 always contains N.)")
 
+    # -------------------------------------------------------------- large pools
+    large_res = scale_section(scale_cfg, seed)
+
     # ----------------------------------------------------------------- profile
     if args.profile:
-        section(f"6. cProfile of the headline exact pipeline ({N} x {P}, every k, "
+        section(f"7. cProfile of the headline exact pipeline ({N} x {P}, every k, "
                 f"{cfg['reps']} resamples), top 10 by cumulative time")
         clear_caches()
         prof = cProfile.Profile()
@@ -531,6 +761,11 @@ def main(argv=None) -> None:
             continue
         parts.append(f"{v}x{p}: " + (f"{r['secs'] / ref:,.1f}x" if "secs" in r and ref
                                       else r["skip"].replace("skipped: ", "skipped ")))
+    if "big" in large_res:
+        b = large_res["big"]
+        parts.append(f"{scale_cfg['big_voters']:,}x{scale_cfg['big_problems']} log:40 + "
+                     f"{scale_cfg['big_reps']} boot (voting_scale): {fmt_s(b['total_s'])}, "
+                     f"{b['peak_rss_mb']:,.0f} MB, bound {b['max_bound']:.0e}")
     print("SUMMARY: " + " | ".join(parts))
     print(f"(total benchmark wall time {time.perf_counter() - t_start:.0f} s)")
 

@@ -75,8 +75,11 @@ def main():
               help="Output directory [default: RUN/votes, or votes/ beside a file].")
 @click.option("--k", "k", default=None,
               help="Committee sizes: 1:200, 1,2,4,8 or log:40 [default: every k].")
-@click.option("--estimator", type=click.Choice(["exact", "monte-carlo"]), default="exact",
-              show_default=True)
+@click.option("--estimator", type=click.Choice(["exact", "monte-carlo", "histogram-mc"]),
+              default="exact", show_default=True,
+              help="exact: every committee (a proved error bound past ~256 voters); "
+              "monte-carlo: committees shared by all problems (gives the committee spread); "
+              "histogram-mc: committees drawn from each problem's answer counts.")
 @click.option("--committees", type=int, default=1000, show_default=True,
               help="Monte-Carlo committees per k.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -106,10 +109,14 @@ def vote(input, out, k, estimator, committees, seed, bootstrap, ci, canonical):
     except ValueError as exc:
         raise _fail(exc) from None
     _echo_warnings(caught)
+    import numpy as np
+
     for name, c in result.conditions.items():
         acc = c.W.mean(axis=0)
+        bound = np.nanmax(c.error_bound) if np.isfinite(c.error_bound).any() else None
         click.echo(f"{name}: {c.n_voters} voters, {len(result.problems)} problems, "
-                   f"k=1 {acc[0]:.4f} -> k={int(c.ks[-1])} {acc[-1]:.4f}")
+                   f"k=1 {acc[0]:.4f} -> k={int(c.ks[-1])} {acc[-1]:.4f}"
+                   + (f" (error bound {bound:.1e})" if bound else ""))
     click.echo(f"wrote {cfg.out_dir}/curve.csv")
 
 

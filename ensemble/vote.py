@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ensemble import answers as A
 from ensemble import voting
+from ensemble.voting_scale import accuracy_matrix, histogram_monte_carlo
 from ensemble.bootstrap import (model_resamples, percentile_ci, problem_resamples,
                                 resampled_model_means)
 from ensemble.config import VoteConfig, parse_k
@@ -41,6 +42,7 @@ class ModelCurve:
     W: np.ndarray  # (problems, K)
     pass_k: np.ndarray  # (problems, K)
     committee_sd: np.ndarray | None = None  # Monte-Carlo only
+    error_bound: np.ndarray | None = None  # per k, see _pool_curves
 
 
 @dataclass
@@ -55,6 +57,7 @@ class ConditionResult:
     n_models: int = 1
     committee_sd: np.ndarray | None = None  # Monte-Carlo only
     per_model: list[ModelCurve] = field(default_factory=list)
+    error_bound: np.ndarray | None = None  # per k: the largest over this condition's pools
 
     @property
     def model_W(self) -> np.ndarray:
@@ -77,17 +80,29 @@ class VoteResult:
 
 
 def _pool_curves(pool: A.Pool, ks: np.ndarray, cfg: VoteConfig):
+    """(W, pass@k, committee sd or None, error bound per k) of one pool.
+
+    The error bound is what the estimator guarantees for every cell: the exact
+    estimator's proved truncation bound (0 where the polynomial method ran, see
+    :func:`ensemble.voting_scale.accuracy_matrix`), or the Hoeffding half-width of the
+    histogram Monte-Carlo at 1 - 1e-3 confidence; NaN for committee Monte-Carlo, whose
+    spread is reported as committee_sd instead.
+    """
     if int(ks.max()) > pool.n_voters:  # the grid logic below must never let this through
         raise AssertionError(f"k={int(ks.max())} above the {pool.n_voters} voters of {pool.name}")
-    if cfg.estimator == "exact":
-        hists = [voting.histogram(pool.codes[p], pool.gold[p]) for p in range(len(pool.gold))]
-        W = voting.exact_matrix(hists, ks)
-        sd = None
-    else:
+    sd = None
+    if cfg.estimator == "monte-carlo":
         mc = voting.monte_carlo(pool.codes, pool.gold, ks, cfg.committees, cfg.seed)
-        W, sd = mc.W, mc.sd
+        W, sd, bound = mc.W, mc.sd, np.full(len(ks), np.nan)
+    else:
+        hists = [voting.histogram(pool.codes[p], pool.gold[p]) for p in range(len(pool.gold))]
+        if cfg.estimator == "exact":
+            W, bound = accuracy_matrix(hists, ks)
+        else:
+            W, half = histogram_monte_carlo(hists, ks, cfg.committees, cfg.seed)
+            bound = np.full(len(ks), half.cell)
     pk = voting.pass_at_k_matrix(pool.n_voters, pool.correct_counts(), ks)
-    return W, pk, sd
+    return W, pk, sd, bound
 
 
 def _is_log(spec: str | None) -> bool:
@@ -166,14 +181,15 @@ def compute(table: pd.DataFrame, cfg: VoteConfig, progress: bool = False) -> Vot
     jobs = [(name, p) for name, plist in by_cond.items() for p in plist]
     curves: dict[str, list[ModelCurve]] = {name: [] for name in by_cond}
     for name, p in tqdm(jobs, desc="voting", disable=not progress, leave=False):
-        W, pk, sd = _pool_curves(p, grids[name], cfg)
-        curves[name].append(ModelCurve(p.name.split("/", 1)[-1], p.n_voters, W, pk, sd))
+        W, pk, sd, bound = _pool_curves(p, grids[name], cfg)
+        curves[name].append(ModelCurve(p.name.split("/", 1)[-1], p.n_voters, W, pk, sd, bound))
     for name, mc in curves.items():
-        sd = None if cfg.estimator == "exact" else np.mean([m.committee_sd for m in mc], axis=0)
+        sd = (np.mean([m.committee_sd for m in mc], axis=0) if cfg.estimator == "monte-carlo"
+              else None)
         conds[name] = ConditionResult(
             name, grids[name], np.mean([m.W for m in mc], axis=0),
             np.mean([m.pass_k for m in mc], axis=0), min(m.n_voters for m in mc), len(mc), sd,
-            mc if name in pools.by_model else [],
+            mc if name in pools.by_model else [], np.max([m.error_bound for m in mc], axis=0),
         )
     idx = problem_resamples(len(pools.problems), cfg.bootstrap, cfg.seed)
     curve_rows, model_rows, long_rows, long_model_rows = [], [], [], []
@@ -192,6 +208,7 @@ def compute(table: pd.DataFrame, cfg: VoteConfig, progress: bool = False) -> Vot
             "ci_high": hi, "pass_at_k": c.pass_k.mean(axis=0), "pass_ci_low": plo,
             "pass_ci_high": phi,
             "committee_sd": c.committee_sd if c.committee_sd is not None else np.nan,
+            "error_bound": c.error_bound,
             "n_voters": c.n_voters, "n_models": c.n_models, "n_problems": len(pools.problems),
             "estimator": cfg.estimator,
         }))
@@ -232,7 +249,9 @@ def compute(table: pd.DataFrame, cfg: VoteConfig, progress: bool = False) -> Vot
 
 
 def _condition_meta(c: ConditionResult) -> dict:
+    bound = float(np.max(c.error_bound)) if np.isfinite(c.error_bound).all() else None
     return {"n_voters": c.n_voters, "n_models": c.n_models, "k_max": int(c.ks.max()),
+            "error_bound": bound,
             "models": [m.model_id for m in c.per_model] or None,
             "ci_sources": ["problems", "control models"] if c.n_models > 1 else ["problems"]}
 

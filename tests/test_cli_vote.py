@@ -381,3 +381,27 @@ def test_same_number_written_differently_is_one_class(tmp_path):
         assert curve[1] == pytest.approx(0.4 if mode == "number" else 0.2, abs=1e-12)
     meta = json.loads((tmp_path / "number" / "vote.json").read_text())
     assert meta["config"]["canonical"] == "number"
+
+
+@pytest.mark.slow
+def test_error_bounds_are_reported_and_histogram_mc_agrees_with_exact(tmp_path):
+    df = small_table(problems=12, variants=1500, samples=1500, repetition_models=1)
+    path = tmp_path / "big.parquet"
+    df.to_parquet(path)
+    r = run("vote", path, "--out", tmp_path / "ex", "--k", "log:12", "--bootstrap", 0)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "ex" / "vote.json").read_text())
+    for cond in ("collaboration", "repetition"):
+        # 1500 voters: past the polynomial method's reach, so the windowed exact method ran
+        assert 0 < meta["conditions"][cond]["error_bound"] <= 1e-9
+    exact = pd.read_csv(tmp_path / "ex" / "curve.csv")
+    assert (exact["error_bound"] <= 1e-9).all()
+    assert "(error bound " in r.output
+    r = run("vote", path, "--out", tmp_path / "mc", "--k", "log:12", "--bootstrap", 0,
+            "--estimator", "histogram-mc", "--committees", 4000)
+    assert r.exit_code == 0, r.output
+    mc = pd.read_csv(tmp_path / "mc" / "curve.csv")
+    half = mc["error_bound"].iloc[0]
+    assert half == pytest.approx(np.sqrt(np.log(2 / 1e-3) / (2 * 4000)))
+    # each cell is within the Hoeffding half-width (at 1 - 1e-3), so the mean is too
+    assert (np.abs(mc["accuracy"] - exact["accuracy"]) <= half).all()
