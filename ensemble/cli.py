@@ -89,7 +89,8 @@ def main():
 @click.option("--canonical", type=click.Choice(["number", "math", "none"]), default="number",
               show_default=True, help="Merge answers that are the same number written "
               "differently; math: also math-verify-equivalent answers (slower).")
-def vote(input, out, k, estimator, committees, seed, bootstrap, ci, canonical):
+@click.option("--force", is_flag=True, help="Replace votes of another input in --out.")
+def vote(input, out, k, estimator, committees, seed, bootstrap, ci, canonical, force):
     """Majority-vote accuracy versus committee size k for every condition in INPUT.
 
     INPUT is a run directory (answers/**.parquet) or one answers file
@@ -102,7 +103,7 @@ def vote(input, out, k, estimator, committees, seed, bootstrap, ci, canonical):
 
         cfg = VoteConfig(input=input, out=out, k=k, estimator=estimator,
                          committees=committees, seed=seed, bootstrap=bootstrap, ci=ci,
-                         canonical=canonical)
+                         canonical=canonical, force=force)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = run_vote(cfg)
@@ -129,13 +130,15 @@ def vote(input, out, k, estimator, committees, seed, bootstrap, ci, canonical):
 @click.option("--bootstrap", type=int, default=None,
               help="Bootstrap resamples [default: as many as the vote used].")
 @click.option("--seed", type=int, default=0, show_default=True)
-def fit(votes_dir, out, k_min, bootstrap, seed):
+@click.option("--force", is_flag=True, help="Replace a fit of other votes in --out.")
+def fit(votes_dir, out, k_min, bootstrap, seed, force):
     """Fit accuracy = a + b ln k per condition and compare the conditions."""
     from ensemble.config import FitConfig
     from fits.stage import run_fit
 
     try:
-        cfg = FitConfig(votes=votes_dir, out=out, k_min=k_min, bootstrap=bootstrap, seed=seed)
+        cfg = FitConfig(votes=votes_dir, out=out, k_min=k_min, bootstrap=bootstrap, seed=seed,
+                        force=force)
         result = run_fit(cfg)
     except ValueError as exc:
         raise _fail(exc) from None

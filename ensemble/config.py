@@ -46,6 +46,7 @@ class VoteConfig:
     seed: int = 0  # seeds Monte-Carlo committees and the bootstrap
     bootstrap: int = 1000  # resamples of problems; 1000 gives stable 95% percentile CIs
     ci: float = 0.95
+    force: bool = False  # replace votes of another input in the output directory
 
     def __post_init__(self):
         self.input = Path(self.input)
@@ -91,6 +92,7 @@ class FitConfig:
     bootstrap: int | None = None  # None: as many as vote used (recorded in vote.json)
     seed: int = 0
     ci: float = 0.95
+    force: bool = False  # replace a fit of other votes in the output directory
 
     def __post_init__(self):
         self.votes = Path(self.votes)

@@ -61,6 +61,26 @@ def check_output_dir(path: Path, kind: str, marker: str) -> None:
                          "can write")
 
 
+def check_same_source(meta_file: Path, key: str, source: Path, force: bool, what: str) -> None:
+    """Refuse to overwrite outputs made from another input unless ``force``.
+
+    ``meta_file`` is the JSON file an existing output set holds (``vote.json``) and
+    ``key`` its config key naming the input it was made from.  Re-running on the same
+    input (whose content may have changed) is always allowed.
+    """
+    meta_file = Path(meta_file)
+    if force or not meta_file.is_file():
+        return
+    try:
+        old = json.loads(meta_file.read_text()).get("config", {}).get(key)
+    except (ValueError, OSError):
+        old = None
+    if old is None or Path(old).resolve() == Path(source).resolve():
+        return
+    raise ValueError(f"{meta_file.parent} holds the {what} of {old}, not of {source}; pass "
+                     "--out DIR to keep both, or --force to replace them")
+
+
 @contextmanager
 def atomic_dir(path: Path, kind: str, marker: str) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; swap it in for ``path`` on success.

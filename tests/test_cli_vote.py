@@ -313,13 +313,13 @@ def test_interrupted_revote_leaves_the_old_set_whole(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(vote_mod, "write_json", dies)
-    r = run("vote", big, "--out", out, "--bootstrap", 20)
+    r = run("vote", big, "--out", out, "--bootstrap", 20, "--force")
     assert r.exit_code == 1 and "Aborted" in r.output  # click's answer to Ctrl-C
     monkeypatch.setattr(vote_mod, "write_json", real)
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".v.")]  # nothing left
     assert run("fit", out).exit_code == 0
-    assert run("vote", big, "--out", out, "--bootstrap", 20).exit_code == 0
+    assert run("vote", big, "--out", out, "--bootstrap", 20, "--force").exit_code == 0
     assert json.loads((out / "vote.json").read_text())["n_rows"] == len(pd.read_csv(big))
 
 
@@ -405,3 +405,23 @@ def test_error_bounds_are_reported_and_histogram_mc_agrees_with_exact(tmp_path):
     assert half == pytest.approx(np.sqrt(np.log(2 / 1e-3) / (2 * 4000)))
     # each cell is within the Hoeffding half-width (at 1 - 1e-3), so the mean is too
     assert (np.abs(mc["accuracy"] - exact["accuracy"]) <= half).all()
+
+
+def test_votes_of_another_input_are_not_overwritten_without_force(tmp_path):
+    a = write_csv(small_table(), tmp_path / "a.csv")
+    b = write_csv(small_table(seed=9), tmp_path / "b.csv")
+    assert run("vote", a, "--bootstrap", 0).exit_code == 0  # default: votes/ beside a.csv
+    assert run("vote", a, "--bootstrap", 0).exit_code == 0  # the same input again: fine
+    r = run("vote", b, "--bootstrap", 0)
+    assert r.exit_code == 1
+    assert r.output == (f"Error: {tmp_path / 'votes'} holds the votes of {a}, not of {b}; pass "
+                        "--out DIR to keep both, or --force to replace them\n")
+    assert json.loads((tmp_path / "votes" / "vote.json").read_text())["config"]["input"] == str(a)
+    assert run("vote", b, "--bootstrap", 0, "--force").exit_code == 0
+    assert json.loads((tmp_path / "votes" / "vote.json").read_text())["config"]["input"] == str(b)
+    # the same rule for fits of different votes into one fits/ directory
+    assert run("vote", a, "--bootstrap", 0, "--out", tmp_path / "va").exit_code == 0
+    assert run("fit", tmp_path / "votes", "--out", tmp_path / "f").exit_code == 0
+    r = run("fit", tmp_path / "va", "--out", tmp_path / "f")
+    assert r.exit_code == 1 and "holds the fit of" in r.output and "--force" in r.output
+    assert run("fit", tmp_path / "va", "--out", tmp_path / "f", "--force").exit_code == 0
