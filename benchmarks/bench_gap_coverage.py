@@ -308,12 +308,21 @@ def markdown(rows, size: Size, elapsed: float) -> str:
 
 
 PRESETS = {
-    "main": [Size(40, 30), Size(40, 60), Size(16, 30), Size(100, 30, truth_problems=1500,
-                                                            truth_pairs=8000),
-             Size(40, 30, population=Population(sd_skill=0.8),
+    # truth_pairs 60000: with 20000 pairs the typical-model repetition truth was off by
+    # ~0.005 (2 of its se) at N = 40, enough to cost ~1 point of coverage at P = 60.
+    "main": [Size(40, 30, models=(1, 4, 8), truth_pairs=60000),
+             Size(40, 60, models=(1, 4, 8), truth_pairs=60000),
+             Size(16, 30, models=(1, 4, 8), truth_pairs=60000),
+             Size(100, 30, truth_problems=1500, truth_pairs=8000),
+             Size(40, 30, models=(1, 4, 8), truth_pairs=60000,
+                  population=Population(sd_skill=0.8),
                   label="heterogeneous models (sd_skill = 0.8)")],
     "quick": [Size(16, 20, pools=4, truth_problems=1500, truth_pairs=6000,
                    skill_grid=9, skill_problems=800)],
+    # small heterogeneous case (between-model variance dominant) for the test suite
+    "quick_het": [Size(16, 20, models=(4,), pools=4, truth_problems=1500, truth_pairs=6000,
+                       skill_grid=9, skill_problems=800, population=Population(sd_skill=0.8),
+                       label="heterogeneous models (sd_skill = 0.8)")],
 }
 
 

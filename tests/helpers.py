@@ -30,18 +30,35 @@ def kill_when(cmd: list[str], env: dict, ready: Callable[[], bool], timeout: flo
               poll: float = 0.02) -> None:
     """Run ``cmd`` in its own session; SIGKILL the whole group (no clean-up) once ``ready()``.
 
-    Returns when the process is gone: killed, finished on its own, or past ``timeout``
-    (then killed too). Callers check on disk that the kill landed where they wanted.
+    Fails the test unless the kill happened: a process that finished on its own (or
+    failed) before ``ready()`` was seen interrupted nothing, and one that never became
+    ready within ``timeout`` is killed and reported.  Callers then check on disk that
+    the kill landed between the stages they meant.
     """
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    import tempfile
+
+    import pytest
+
+    # stderr to a file, not a pipe: progress bars would fill a pipe and block the child.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log,
                             start_new_session=True)
-    deadline = time.time() + timeout
+    # ``timeout`` bounds a hung process; the test fails then, it does not pass on time.
+    deadline = time.monotonic() + timeout
     while proc.poll() is None:
-        if ready() or time.time() > deadline:
+        if ready():
             os.killpg(proc.pid, signal.SIGKILL)
-            break
+            proc.wait()
+            return
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"{cmd[:4]}... never reached the kill point in {timeout} s")
         time.sleep(poll)
-    proc.wait()
+    log.seek(0)
+    err = log.read().decode(errors="replace")[-2000:]
+    pytest.fail(f"the process ended (exit {proc.returncode}) before the kill point, so it "
+                f"interrupted nothing: {err}")
 
 
 def execute_notebook(run: Path) -> list[dict]:

@@ -159,15 +159,12 @@ def test_empty_benchmark_and_missing_answer_field(tiny, tmp_path):
 
 # --- units, seeds, shards, prompts ----------------------------------------------------
 
-def test_units_and_shards_partition_the_work(tiny, tmp_path):
+def test_units_of_a_run(tiny, tmp_path):
     cfg = _cfg(tiny, tmp_path, repetition_samples=5)
     adapters, _ = discover(cfg.adapters_dir, cfg.base, 8)
     units = plan_units(cfg, adapters)
     assert [(u.condition, u.model_id, u.samples) for u in units] == [
         ("collaboration", f"v00{i}", 1) for i in range(4)] + [("repetition", "v000", 5)]
-    shards = [[u for i, u in enumerate(units) if i % 3 == s] for s in range(3)]
-    assert sorted(sum(shards, []), key=units.index) == units
-    assert len({u for s in shards for u in s}) == len(units)
     cfg = _cfg(tiny, tmp_path, condition="repetition", repetition_model=[BASE_ID])
     assert [(u.model_id, u.adapter, u.samples) for u in plan_units(cfg, [])] == [(BASE_ID, None, 1)]
 
@@ -308,12 +305,24 @@ def test_one_broken_adapter_is_reported_and_the_others_finish(tiny, tmp_path):
 
 
 def test_shards_together_equal_one_run(tiny, tmp_path):
+    """Each shard, in its own folder, answers exactly its units: the shards are disjoint,
+    their union is the whole run, and every answer equals the unsharded one."""
     whole = _cfg(tiny, tmp_path / "whole", temperature=0.7, repetition_samples=2)
     run_answer(whole, progress=False)
+    done = []
     for i in range(3):
-        run_answer(_cfg(tiny, tmp_path / "sharded", temperature=0.7, repetition_samples=2,
-                        shard=f"{i}/3"), progress=False)
-    pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(tmp_path / "sharded"))
+        s = run_answer(_cfg(tiny, tmp_path / f"shard{i}", temperature=0.7, repetition_samples=2,
+                            shard=f"{i}/3"), progress=False)
+        on_disk = sorted(str(p.relative_to(tmp_path / f"shard{i}" / "answers"))
+                         for p in (tmp_path / f"shard{i}" / "answers").rglob("*.parquet"))
+        assert on_disk == sorted(f"{u}.parquet" for u in s.done) and s.done
+        done.append(set(s.done))
+    assert not (done[0] & done[1] or done[0] & done[2] or done[1] & done[2])
+    assert set().union(*done) == {"collaboration/v000", "collaboration/v001",
+                                  "collaboration/v002", "collaboration/v003", "repetition/v000"}
+    sharded = pd.concat([_table(tmp_path / f"shard{i}") for i in range(3)])
+    sharded = sharded.sort_values(["condition", "model_id", "problem_id", "sample"])
+    pd.testing.assert_frame_equal(_table(tmp_path / "whole"), sharded.reset_index(drop=True))
 
 
 @pytest.mark.slow

@@ -271,9 +271,13 @@ def test_run_every_stage_then_resume_after_a_kill(tiny_base, tmp_path):
     kill_when(_run_cmd(conf), _env(),
               lambda: bool(list((killed / "variants").glob("v*/variant.json"))))
     assert not (killed / "answers").exists(), "the run was not interrupted during training"
+    trained = list((killed / "variants").glob("v*/variant.json"))
+    assert 1 <= len(trained) < 3, "the kill did not land after some training"
     # ... then kill the rerun once answering has begun (an answer file is written) ...
     kill_when(_run_cmd(conf), _env(), lambda: bool(list((killed / "answers").rglob("*.parquet"))))
     assert not (killed / "votes").exists(), "the run was not interrupted while answering"
+    assert len(list((killed / "variants").glob("v*/variant.json"))) == 3  # training finished
+    assert list((killed / "answers").rglob("*.parquet")), "no answering work before the kill"
     # ... and again: the rerun finishes with the same results as the uninterrupted run.
     proc = subprocess.run(_run_cmd(conf), env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
