@@ -53,3 +53,14 @@ def test_bare_pytest_collects_the_suite():
                           env={**os.environ, "PYTHONPATH": ""})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "test_vote_writes_contract_files" in proc.stdout
+
+
+def test_docstring_examples_are_collected():
+    """`make test` runs the packages' docstring examples (parse_k's among them)."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    for doctest in ("ensemble/config.py::ensemble.config.parse_k",
+                    "fits/scaling.py::fits.scaling.fit_grid",
+                    "ensemble/voting_scale.py::ensemble.voting_scale.windowed_accuracy"):
+        assert doctest in proc.stdout, doctest
