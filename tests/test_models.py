@@ -105,7 +105,7 @@ def test_failed_conversion_leaves_nothing(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"this is not a gguf file")
     cache = tmp_path / "cache"
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="does not start with the GGUF magic bytes"):
         resolve_base(f"gguf:{bad}", cache_dir=cache, progress=False)
     assert list(cache.iterdir()) == []  # no half-written model, no temp dir
 

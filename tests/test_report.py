@@ -77,15 +77,24 @@ def test_report_without_votes_is_a_clear_error(tmp_path):
     assert "run `ensemble vote` on the answers first" in r.output
 
 
-def test_demo_command_runs_and_reuses(tmp_path):
+def test_demo_command_runs_and_reuses(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     r = CliRunner().invoke(main, ["demo", "--simulated", "--out", str(out), "--variants", "8"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "collaboration: k=1" in r.output and "gap: collaboration - repetition" in r.output
     first = (out / "votes" / "curve.csv").read_bytes()
-    r = CliRunner().invoke(main, ["demo", "--simulated", "--out", str(out), "--variants", "8"])
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "answers").rglob("*.parquet")}
+    import ensemble.simulate
+
+    def no_simulation(*a, **kw):
+        raise AssertionError("the answers on disk were simulated again")
+
+    monkeypatch.setattr(ensemble.simulate, "simulate_answers", no_simulation)
+    r = CliRunner().invoke(main, ["demo", "--simulated", "--out", str(out), "--variants", "8"],
+                           catch_exceptions=False)
     assert r.exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "answers").rglob("*.parquet")} == stamps
     assert (out / "votes" / "curve.csv").read_bytes() == first
 
 

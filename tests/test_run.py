@@ -170,10 +170,22 @@ def test_every_preset_parses_and_builds_its_stage_configs(name):
     if not path.exists():
         pytest.fail(f"{path} is missing")
     cfg = ExperimentConfig.from_toml(path)
-    cfg.train_config("some/base")
-    cfg.answer_config("some/base")
-    cfg.vote_config()
-    cfg.fit_config()
+    train, answer = cfg.train_config("some/base"), cfg.answer_config("some/base")
+    vote, fit = cfg.vote_config(), cfg.fit_config()
+    # What each preset is for, so an edit that breaks its purpose fails here.
+    assert train.out == answer.out == vote.input == fit.votes.parent == cfg.out
+    assert train.seed == answer.seed == vote.seed == cfg.seed
+    assert train.variants >= 2 and answer.condition == "both"
+    assert answer.max_lora_rank >= train.lora_rank  # the trained adapters can be served
+    assert answer.repetition_models >= 2  # the control is several models
+    assert vote.estimator == "exact" and vote.bootstrap >= 1000
+    expected = {"demo.toml": ("demo", "synthetic:60:d3:s99:small", 16),
+                "smollm2-arith.toml": ("smollm2-135m", "synthetic:40:d1:s99", 4),
+                "paper-aime24.toml": ("Qwen/Qwen3-30B-A3B", "aime24", 200)}[name]
+    assert (cfg.base, answer.benchmark, train.variants) == expected
+    if name == "paper-aime24.toml":
+        assert answer.repetition_samples == 200 and answer.backend == "vllm"
+        assert train.launcher == "ray" and answer.launcher == "ray"
 
 
 # --- end to end, every stage with vLLM, on a tiny local model -----------------------
