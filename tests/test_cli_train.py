@@ -158,3 +158,22 @@ def test_status_of_a_run(tmp_path):
     assert lines[-1] == "1 done, 1 failed, 1 pending, 1 running"
     res = invoke("status", tmp_path / "nothing")
     assert res.exit_code == 1 and "no variants directory" in res.output
+
+
+def test_the_field_mapping_the_errors_name_is_a_flag(setup, tmp_path):
+    """The error says "set --answer-field": train has that flag, and it works."""
+    base, _, _ = setup
+    pool = tmp_path / "renamed.jsonl"
+    pool.write_text("".join(json.dumps({"key": f"q{i}", "question": f"{i}+0?", "solution": "0"})
+                            + "\n" for i in range(12)))
+    res = invoke("train", *common(base, pool, tmp_path / "run"), "--variants", 2, "--plan-only",
+                 "--problem-field", "question", "--answer-field", "solution",
+                 "--id-field", "key", "--limit", 11)
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(line) for line in res.output.splitlines()]
+    assert len(recs) == 2 and {r["kept"] + r["dropped"] for r in recs} == {11}
+    res = invoke("train", *common(base, pool, tmp_path / "run"), "--variants", 2, "--plan-only",
+                 "--limit", 0, "--answer-field", "solution")
+    assert res.exit_code == 1
+    assert res.output == ("Error: limit=0 must be at least 1 (the first N pool rows); leave "
+                          "it out to use the whole pool\n")
