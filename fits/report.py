@@ -80,8 +80,6 @@ def scaling_figure(votes: Votes, fit: FitResult, path: Path) -> Path:
             if sat is not None and sat.converged and sat.beta >= 0.01:
                 ax.plot(kk, sat.predict(kk), ls="-.", color=color, lw=1.0, alpha=0.6,
                         label=f"{cond}: saturating {sat.c:.3f} − {sat.d:.3f}·k^−{sat.beta:.2f}")
-    if fit.k_grid:
-        ax.axvspan(fit.k_grid[0], fit.k_grid[-1], color="0.5", alpha=0.04, lw=0)
     ax.set_xscale("log")
     ax.set_xlabel("committee size k (log scale)")
     ax.set_ylabel("accuracy")
