@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ensemble.voting import Histogram, exact_matrix  # noqa: E402
-from fits.intervals import METHODS, choose_method, gap_interval  # noqa: E402
+from fits.intervals import METHODS, gap_interval  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -217,19 +217,10 @@ def _child(conn, fn, mem_bytes):
         conn.close()
 
 
-def run_limited(fn, timeout_s: float):
-    """Run ``fn`` in a forked child with a wall-clock and memory cap.
-
-    Returns (status, value): status is "ok", "timeout", "memory" or "error".
-    """
-    ctx = mp.get_context("fork")
+def _in_child(ctx, target, args, timeout_s: float):
+    """Start ``target(conn, *args)`` in a child of ``ctx``; its (status, value) or a timeout."""
     parent, child = ctx.Pipe(duplex=False)
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        mem = int(total * 0.6)
-    except (ValueError, OSError, AttributeError):
-        mem = 0
-    proc = ctx.Process(target=_child, args=(child, fn, mem))
+    proc = ctx.Process(target=target, args=(child, *args))
     proc.start()
     child.close()
     if parent.poll(timeout_s):
@@ -245,6 +236,19 @@ def run_limited(fn, timeout_s: float):
         proc.kill()
         proc.join()
     return "timeout", None
+
+
+def run_limited(fn, timeout_s: float):
+    """Run ``fn`` in a forked child with a wall-clock and memory cap.
+
+    Returns (status, value): status is "ok", "timeout", "memory" or "error".
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        mem = int(total * 0.6)
+    except (ValueError, OSError, AttributeError):
+        mem = 0
+    return _in_child(mp.get_context("fork"), _child, (fn, mem), timeout_s)
 
 
 def predicted_cost(h: voting.Histogram, k_max: int) -> float:
@@ -396,21 +400,7 @@ def _large_pool_child(conn, *args):
 
 def large_pool_isolated(*args, timeout_s: float = 1800.0):
     """:func:`large_pool_run` in a freshly spawned interpreter (clean ru_maxrss)."""
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_large_pool_child, args=(child, *args))
-    proc.start()
-    child.close()
-    if parent.poll(timeout_s):
-        try:
-            status, value = parent.recv()
-        except EOFError:
-            status, value = "error", "child died"
-        proc.join()
-        return status, value
-    proc.terminate()
-    proc.join(5)
-    return "timeout", None
+    return _in_child(mp.get_context("spawn"), _large_pool_child, args, timeout_s)
 
 
 def compare_methods(voters: int, problems: int, spec: str | None, seed: int,

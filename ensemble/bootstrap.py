@@ -35,9 +35,20 @@ def resampled_means(W: np.ndarray, idx: np.ndarray) -> np.ndarray:
     reps, p = idx.shape
     if reps == 0:
         return np.zeros((0, W.shape[1]))
-    counts = np.zeros((reps, W.shape[0]))
-    np.add.at(counts, (np.repeat(np.arange(reps), p), idx.ravel()), 1.0)
-    return counts @ W / p
+    return resample_counts(idx, W.shape[0]) @ W / p
+
+
+def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` items is in each resample: shape ``(reps, n)``, floats.
+
+    Examples
+    --------
+    >>> resample_counts(np.array([[0, 0, 2]]), 3).tolist()
+    [[2.0, 0.0, 1.0]]
+    """
+    reps = idx.shape[0]
+    flat = (np.arange(reps)[:, None] * n + idx).ravel()
+    return np.bincount(flat, minlength=reps * n).reshape(reps, n).astype(np.float64)
 
 
 def percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -97,9 +108,9 @@ def resampled_model_means(W: np.ndarray, idx: np.ndarray, model_idx: np.ndarray)
     m = W.shape[0]
     if reps == 0:
         return np.zeros((0, W.shape[2]))
-    counts = np.zeros((reps, W.shape[1]))
-    np.add.at(counts, (np.repeat(np.arange(reps), p), idx.ravel()), 1.0)
-    mcounts = np.zeros((reps, m))
-    np.add.at(mcounts, (np.repeat(np.arange(reps), model_idx.shape[1]), model_idx.ravel()), 1.0)
-    per_model = np.einsum("rp,mpk->rmk", counts, W) / p
-    return np.einsum("rm,rmk->rk", mcounts, per_model) / model_idx.shape[1]
+    if W.shape[1] != p or model_idx.shape[1] != m:
+        raise ValueError(f"indices cover {p} problems and {model_idx.shape[1]} models but W "
+                         f"has shape {W.shape}")
+    cp, cm = resample_counts(idx, p), resample_counts(model_idx, m)
+    # M products of (reps x P) @ (P x K), never a (reps, M, P, K) gather.
+    return sum(cm[:, j, None] * (cp @ W[j]) for j in range(m)) / (m * p)

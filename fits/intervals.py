@@ -53,9 +53,9 @@ Methods (``method=``):
     :func:`choose_method`: the method whose coverage was measured at >= 93% in the
     data's regime (see ``docs/results_gap_coverage.md``).
 
-Resampling helpers for the fit stage: :func:`two_stage_resamples` gives one joint
-index of problems and control models; :func:`resampled_repetition_means` applies it
-to a repetition matrix ``(M, P, K)`` so that slope CIs carry the model variance too.
+The bootstrap methods draw problems and control models with
+``ensemble.bootstrap.problem_resamples`` and ``model_resamples``, the same streams the
+vote and fit stages use, so every interval of a run resamples alike.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ensemble.bootstrap import problem_resamples
+from ensemble.bootstrap import model_resamples, problem_resamples, resample_counts
 
 __all__ = [
     "METHODS",
@@ -75,15 +75,11 @@ __all__ = [
     "gap_variance",
     "choose_method",
     "regime",
-    "two_stage_resamples",
-    "resample_counts",
-    "resampled_repetition_means",
     "wilson_interval",
 ]
 
 METHODS = ("percentile", "two_stage_percentile", "bca", "studentized", "t", "newcombe")
 
-_MODEL_SEED_TAG = 0x30DE15  # separates the model-resampling stream from the problem one
 
 
 @dataclass(frozen=True)
@@ -287,107 +283,6 @@ def _variance_from(c: dict) -> GapVariance:
 
 
 # --------------------------------------------------------------------------- resampling
-
-
-def two_stage_resamples(n_problems: int, n_models: int, reps: int, seed: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Joint bootstrap indices of problems and control models.
-
-    Parameters
-    ----------
-    n_problems : int
-        P, problems (resampled with replacement, the same for both conditions).
-    n_models : int
-        M, control models (resampled with replacement, independently of problems).
-    reps : int
-        Number of resamples.
-    seed : int
-        Seed; the problem indices equal ``ensemble.bootstrap.problem_resamples(P,
-        reps, seed)``, so with one control model the fit stage's resamples are
-        unchanged.
-
-    Returns
-    -------
-    problem_idx : ndarray of int, shape (reps, P)
-    model_idx : ndarray of int, shape (reps, M)
-        All zeros when ``M == 1``.
-
-    Notes
-    -----
-    Resampling both ways of a crossed array (McCullagh 2000) counts the
-    problem-by-model noise twice and the between-model variance with factor
-    ``(M - 1) / M``; the percentile interval from it is therefore a little wide when
-    the interaction dominates and too narrow when few models carry a large
-    between-model variance (see the coverage table in the docs).
-
-    Examples
-    --------
-    >>> pi, mi = two_stage_resamples(5, 3, reps=4, seed=1)
-    >>> pi.shape, mi.shape, int(mi.max()) <= 2
-    ((4, 5), (4, 3), True)
-    """
-    if n_problems < 1 or n_models < 1:
-        raise ValueError(f"n_problems={n_problems} and n_models={n_models} must be >= 1")
-    if reps < 0:
-        raise ValueError(f"reps={reps} must be >= 0")
-    pidx = problem_resamples(n_problems, reps, seed)
-    if n_models == 1:
-        return pidx, np.zeros((reps, 1), dtype=np.int64)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, _MODEL_SEED_TAG]))
-    return pidx, rng.integers(0, n_models, size=(reps, n_models))
-
-
-def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """How often each of ``n`` items appears in each resample: ``(reps, n)`` floats."""
-    reps, size = idx.shape
-    flat = (np.arange(reps)[:, None] * n + idx).ravel()
-    return np.bincount(flat, minlength=reps * n).reshape(reps, n).astype(np.float64)
-
-
-def resampled_repetition_means(wr: np.ndarray, problem_idx: np.ndarray,
-                               model_idx: np.ndarray) -> np.ndarray:
-    """Mean repetition accuracy of every joint resample of problems and models.
-
-    Parameters
-    ----------
-    wr : ndarray, shape (M, P) or (M, P, K)
-        Repetition accuracy per control model, problem (and committee size).
-    problem_idx : ndarray of int, shape (reps, P)
-    model_idx : ndarray of int, shape (reps, M)
-        From :func:`two_stage_resamples`.
-
-    Returns
-    -------
-    ndarray, shape (reps,) or (reps, K)
-        ``mean over resampled models and problems``; the repetition curve of each
-        resample.  The matching collaboration curves are
-        ``ensemble.bootstrap.resampled_means(Wc, problem_idx)``.
-
-    Notes
-    -----
-    Computed from count vectors as ``sum_m cm[m] (cp @ wr[m]) / (M P)``: M products of
-    (reps x P) @ (P x K), never a (reps, M, P, K) gather.
-
-    Examples
-    --------
-    >>> wr = np.array([[1.0, 0.0], [0.0, 0.0]])
-    >>> resampled_repetition_means(wr, np.array([[0, 0]]), np.array([[0, 0]]))
-    array([1.])
-    """
-    wr = np.asarray(wr, dtype=np.float64)
-    flat = wr.ndim == 2
-    if flat:
-        wr = wr[:, :, None]
-    if wr.ndim != 3:
-        raise ValueError(f"wr must have shape (M, P) or (M, P, K), got {wr.shape}")
-    m, p, _ = wr.shape
-    if problem_idx.shape[1] != p or model_idx.shape[1] != m:
-        raise ValueError(f"indices cover {problem_idx.shape[1]} problems and "
-                         f"{model_idx.shape[1]} models but wr has shape {wr.shape}")
-    cp = resample_counts(problem_idx, p)
-    cm = resample_counts(model_idx, m)
-    out = sum(cm[:, j, None] * (cp @ wr[j]) for j in range(m)) / (m * p)
-    return out[:, 0] if flat else out
 
 
 def _boot_stats(wc, wr, cp, cm, studentize: bool):
@@ -651,7 +546,7 @@ def gap_interval(wc, wr, level: float = 0.95, method: str = "auto", reps: int = 
     * ``percentile``: paired bootstrap of ``mean_p d_p`` over problems (Efron &
       Tibshirani 1993, ch. 13).
     * ``two_stage_percentile``: problems and models resampled independently
-      (:func:`two_stage_resamples`).
+      (``ensemble.bootstrap.problem_resamples`` and ``model_resamples``).
     * ``bca``: two-stage resamples, bias correction from the share of resampled gaps
       below the estimate (ties count half), acceleration from the jackknife
       influence values of problems and models together (Efron 1987; DiCiccio &
@@ -741,7 +636,7 @@ def gap_interval(wc, wr, level: float = 0.95, method: str = "auto", reps: int = 
             low, high = np.quantile(gap_b, [alpha / 2, 1 - alpha / 2])
             sources = ("problems",)
         else:
-            pidx, midx = two_stage_resamples(p, m, reps, seed)
+            pidx, midx = problem_resamples(p, reps, seed), model_resamples(m, reps, seed)
             cp, cm = resample_counts(pidx, p), resample_counts(midx, m)
             gap_b, var_b = _boot_stats(wc, wr, cp, cm, studentize=method == "studentized")
             if method == "two_stage_percentile":

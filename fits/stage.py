@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +156,6 @@ class FitResult:
     k_grid: list[int]
     config: FitConfig
     votes_sha256: str = ""
-    extra: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         """The fits and the comparison in plain text (the CLI, the report and the demo)."""

@@ -160,6 +160,26 @@ def test_status_of_a_run(tmp_path):
     assert res.exit_code == 1 and "no variants directory" in res.output
 
 
+def test_status_names_a_variant_whose_process_died_interrupted(tmp_path):
+    """A temporary variant dir of a dead process on this host: interrupted, always."""
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is now free: no process of that pid exists here
+    vdir = tmp_path / "variants"
+    (vdir / f".tmp-v000-{socket.gethostname()}-{dead.pid}").mkdir(parents=True)
+    (vdir / f".tmp-v000-{socket.gethostname()}-{dead.pid}/running.json").write_text(
+        json.dumps({"id": "v000", "host": socket.gethostname(), "pid": dead.pid,
+                    "started": 0}))
+    (vdir / "train.json").write_text(json.dumps({"variants": 1}))
+    res = invoke("status", tmp_path)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[1].split()[:2] == ["v000", "interrupted"]
+    assert lines[-1] == "1 interrupted"
+
+
 def test_the_field_mapping_the_errors_name_is_a_flag(setup, tmp_path):
     """The error says "set --answer-field": train has that flag, and it works."""
     base, _, _ = setup

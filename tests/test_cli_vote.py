@@ -425,3 +425,22 @@ def test_votes_of_another_input_are_not_overwritten_without_force(tmp_path):
     r = run("fit", tmp_path / "va", "--out", tmp_path / "f")
     assert r.exit_code == 1 and "holds the fit of" in r.output and "--force" in r.output
     assert run("fit", tmp_path / "va", "--out", tmp_path / "f", "--force").exit_code == 0
+
+
+def test_collaboration_with_several_samples_per_variant_votes_over_all_of_them(tmp_path):
+    """`ensemble answer --samples 2`: every (variant, sample) pair is one voter."""
+    rows = []
+    for v, answers in enumerate([("5", "7"), ("5", "5"), ("7", "9")]):
+        for s, a in enumerate(answers):
+            rows.append(("collaboration", f"v{v}", "p1", s, a, "5"))
+    path = write_csv(table_rows(rows), tmp_path / "t.csv")
+    r = run("vote", path, "--out", tmp_path / "v", "--bootstrap", 0)
+    assert r.exit_code == 0, r.output
+    curve = pd.read_csv(tmp_path / "v" / "curve.csv").set_index("k")
+    assert curve["n_voters"].iloc[0] == 6 and curve.index.max() == 6
+    voters = pd.read_csv(tmp_path / "v" / "voters.csv")
+    assert sorted(voters["voter"]) == ["v0/0", "v0/1", "v1/0", "v1/1", "v2/0", "v2/1"]
+    answers = ["5", "7", "5", "5", "7", "9"]
+    for k in (1, 2, 3, 6):
+        assert curve.loc[k, "accuracy"] == pytest.approx(float(_brute(answers, "5", k)),
+                                                         abs=1e-12)

@@ -12,14 +12,11 @@ import pytest
 from scipy import stats
 
 import fits.intervals as iv
-from ensemble.bootstrap import problem_resamples
 from fits.intervals import (
     METHODS,
     GapInterval,
     gap_interval,
     gap_variance,
-    resampled_repetition_means,
-    two_stage_resamples,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,28 +255,6 @@ def test_gap_variance_unbiased_on_crossed_normal_model():
 # --------------------------------------------------------------------------- resampling
 
 
-def test_two_stage_resamples_reuse_problem_stream():
-    pidx, midx = two_stage_resamples(12, 4, 50, seed=3)
-    assert np.array_equal(pidx, problem_resamples(12, 50, 3))
-    assert midx.shape == (50, 4) and midx.min() >= 0 and midx.max() <= 3
-    p1, m1 = two_stage_resamples(12, 1, 50, seed=3)
-    assert np.array_equal(p1, pidx) and not m1.any()
-    with pytest.raises(ValueError):
-        two_stage_resamples(12, 0, 5, 0)
-
-
-def test_resampled_repetition_means_matches_gather():
-    rng = np.random.default_rng(6)
-    wr = rng.random((3, 9, 5))
-    pidx, midx = two_stage_resamples(9, 3, 40, seed=1)
-    got = resampled_repetition_means(wr, pidx, midx)
-    want = np.stack([wr[midx[b]][:, pidx[b]].mean(axis=(0, 1)) for b in range(40)])
-    assert got.shape == (40, 5)
-    assert np.allclose(got, want)
-    got2 = resampled_repetition_means(wr[:, :, 0], pidx, midx)
-    assert np.allclose(got2, want[:, 0])
-
-
 def test_two_stage_bootstrap_spread_includes_models():
     # models differ a lot, problems barely: only the two-stage interval sees it
     rng = np.random.default_rng(9)
@@ -302,17 +277,13 @@ def test_module_doctests():
 # --------------------------------------------------------------------------- coverage
 
 
-@pytest.mark.slow
-def test_auto_coverage_small_simulation():
-    """Auto's coverage >= 93% within Monte-Carlo error on a small generative model.
-
-    Targets: the typical-model gap with 4 control models, the gap given the model with
-    one (the M = 1 interval is conditional on its model).
-    """
+def _assert_auto_covers(preset: str, reps: int, boot: int) -> None:
+    """Auto's coverage + 2 se >= 0.93 in every (M, k) cell of a bench_gap_coverage preset:
+    of the typical-model gap for M >= 2, of the gap given the model for M = 1 (that
+    interval is conditional on its model)."""
     bench = _bench()
-    size = bench.PRESETS["quick"][0]
-    reps = 400
-    _, rec = bench.run_coverage(bench.Population(), size, reps=reps, boot=200, seed=5,
+    size = bench.PRESETS[preset][0]
+    _, rec = bench.run_coverage(bench.Population(), size, reps=reps, boot=boot, seed=5,
                                 methods=("auto",))
     rows = bench.summarise(rec, ("auto",))
     assert len(rows) == len(size.models) * len(size.resolved_ks())
@@ -323,19 +294,16 @@ def test_auto_coverage_small_simulation():
 
 
 @pytest.mark.slow
+def test_auto_coverage_small_simulation():
+    """Auto's coverage >= 93% within Monte-Carlo error on a small generative model."""
+    _assert_auto_covers("quick", reps=400, boot=200)
+
+
+@pytest.mark.slow
 def test_auto_coverage_heterogeneous_models():
     """Between-model variance dominant (skill sd 0.8), 4 control models: auto >= 93%.
 
     The Satterthwaite-df versions of ``t`` and ``newcombe`` covered about 0.89-0.92
     here; the per-component t_{M-1} quantile is what brings it back.
     """
-    bench = _bench()
-    size = bench.PRESETS["quick_het"][0]
-    reps = 300
-    _, rec = bench.run_coverage(bench.Population(), size, reps=reps, boot=100, seed=5,
-                                methods=("auto",))
-    rows = bench.summarise(rec, ("auto",))
-    assert len(rows) == len(size.resolved_ks())
-    for r in rows:
-        se = max(r["se"], np.sqrt(0.93 * 0.07 / reps))
-        assert r["cov"] + 2 * se >= 0.93, r
+    _assert_auto_covers("quick_het", reps=300, boot=100)
