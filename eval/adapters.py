@@ -18,9 +18,110 @@ class AdapterError(ValueError):
 class Adapter:
     model_id: str  # the directory name: v000, v001, ...
     path: Path
-    rank: int
+    rank: int  # the effective (largest) rank, rank_pattern included
     base: str  # base_model_name_or_path from adapter_config.json
     sha256: str  # of adapter_model.safetensors (or .bin)
+    problem: str | None = None  # why its weights cannot be served (its units then fail)
+
+
+# Bytes per element of the safetensors dtypes a LoRA adapter can hold.
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+                "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def safetensors_header(path: Path) -> dict:
+    """The tensor table of a safetensors file, checked against the file's size.
+
+    Raises ValueError naming what is wrong: a file too short for its header, a header
+    that is not JSON, or a tensor whose bytes lie outside the file or do not match its
+    dtype and shape (a truncated or partly written file).  Reads the header only.
+    """
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{size} bytes, too short for a safetensors header")
+        n = struct.unpack("<Q", head)[0]
+        if n > min(size - 8, 100 << 20):
+            raise ValueError(f"header length {n} does not fit the {size}-byte file "
+                             "(truncated, or not a safetensors file)")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"the header is not JSON ({exc})") from None
+    data = size - 8 - n
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(x) for x in t["data_offsets"])
+            count = 1
+            for d in t["shape"]:
+                count *= int(d)
+            width = _DTYPE_BYTES[t["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {name}: malformed entry {t!r}") from None
+        if end > data:
+            raise ValueError(f"tensor {name} ends at byte {end} of {data} data bytes "
+                             "(the file is truncated)")
+        if end - begin != count * width:
+            raise ValueError(f"tensor {name}: {end - begin} bytes for shape {t['shape']} "
+                             f"of {t['dtype']}")
+    return {k: v for k, v in header.items() if k != "__metadata__"}
+
+
+def base_weight_names(base: str) -> set[str] | None:
+    """Names of a local base checkpoint's weights (headers only); None if not local."""
+    p = Path(base)
+    files = sorted(p.glob("*.safetensors")) if p.is_dir() else []
+    if not files:
+        return None
+    names: set[str] = set()
+    for f in files:
+        try:
+            names |= set(safetensors_header(f))
+        except (ValueError, OSError):
+            return None  # the base's own problems are reported when it is loaded
+    return names
+
+
+def effective_rank(cfg: dict) -> int:
+    """The largest LoRA rank an adapter uses: ``r`` or any ``rank_pattern`` value."""
+    pattern = cfg.get("rank_pattern") or {}
+    return max([int(cfg.get("r", 0))] + [int(v) for v in pattern.values()])
+
+
+def weights_problem(weights: Path, cfg: dict, base_names: set[str] | None) -> str | None:
+    """Why an adapter's weights cannot be served, or None: checked before any engine.
+
+    A truncated or corrupt file once hung the vLLM engine for over ten minutes; here it
+    is found from the file's header and size in milliseconds.  Also checked: LoRA A/B
+    pairs of consistent rank, no rank above the config's effective rank, and every
+    targeted module present in the base (when the base is a local checkpoint).
+    """
+    if weights.suffix != ".safetensors":
+        return None if weights.stat().st_size > 0 else "adapter_model.bin is empty"
+    try:
+        header = safetensors_header(weights)
+    except (ValueError, OSError) as exc:
+        return f"{weights.name} is unreadable: {exc}"
+    lora = {k: v for k, v in header.items() if ".lora_A." in k or ".lora_B." in k}
+    if not lora:
+        return f"{weights.name} holds no LoRA A/B weights"
+    top = effective_rank(cfg)
+    for name, t in lora.items():
+        shape = t["shape"]
+        r = shape[0] if ".lora_A." in name else shape[-1]
+        if len(shape) < 2 or r > top:
+            return (f"{name} has shape {shape}: rank {r} above the adapter config's rank "
+                    f"{top}")
+        module = name.removeprefix("base_model.model.").split(".lora_", 1)[0]
+        if base_names is not None and f"{module}.weight" not in base_names:
+            return (f"it targets {module}, which the base does not have; serve it with "
+                    "the base it was trained on")
+    return None
 
 
 def _weights_file(path: Path) -> Path | None:
@@ -62,8 +163,11 @@ def discover(adapters_dir: Path, base: str, max_lora_rank: int,
     Returns
     -------
     (adapters, skipped)
-        Usable adapters sorted by id, and ``{model_id: reason}`` for those skipped
-        (unfinished variant, unreadable config, another base).  A rank above
+        Adapters sorted by id, and ``{model_id: reason}`` for those skipped (unfinished
+        variant, unreadable config, another base).  An adapter whose weights cannot be
+        served (truncated, corrupt, inconsistent with its config or the base) is
+        returned with ``problem`` set: its units fail with that reason and the others
+        are answered.  A rank above
         ``max_lora_rank`` is an error for the whole run, not a skip: it is fixed by one
         setting, so we say so before loading anything.
     """
@@ -76,6 +180,7 @@ def discover(adapters_dir: Path, base: str, max_lora_rank: int,
     if only is not None:
         dirs = [d for d in dirs if d.name in set(only)]
     found, skipped = [], {}
+    base_names = base_weight_names(base)
     for d in dirs:
         cfg_path = d / "adapter_config.json"
         if not cfg_path.exists():
@@ -98,9 +203,10 @@ def discover(adapters_dir: Path, base: str, max_lora_rank: int,
             skipped[d.name] = (f"trained on base {adapter_base!r}, not {base!r}; serve it with "
                                "its own base")
             continue
-        rank = int(cfg.get("r", 0))
+        rank = effective_rank(cfg)
         if rank > max_lora_rank:
             raise AdapterError(f"{d}: LoRA rank {rank} exceeds max_lora_rank={max_lora_rank}; "
                                f"raise --max-lora-rank to at least {rank}")
-        found.append(Adapter(d.name, d, rank, adapter_base, file_sha256(weights)))
+        found.append(Adapter(d.name, d, rank, adapter_base, file_sha256(weights),
+                             weights_problem(weights, cfg, base_names)))
     return found, skipped

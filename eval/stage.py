@@ -107,7 +107,8 @@ def plan_units(cfg: AnswerConfig, adapters: list[Adapter]) -> list[Unit]:
                                "condition; train variants or pass --adapters DIR")
         units += [Unit("collaboration", a.model_id, a, cfg.samples) for a in adapters]
     if cfg.condition in ("repetition", "both"):
-        models = cfg.repetition_model or control_models(adapters, cfg.repetition_models)
+        servable = [a for a in adapters if a.problem is None]
+        models = cfg.repetition_model or control_models(servable or adapters, cfg.repetition_models)
         n = cfg.repetition_samples or max(len(adapters), 1) * cfg.samples
         for m in models:
             if m != BASE_ID and m not in by_id:
@@ -267,7 +268,12 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     provenance = {u: unit_provenance(shared, u) for u in mine}
     pending = []
     for u in mine:
-        (summary.skipped_done if _is_done(u.path(cfg.out), provenance[u]) else pending).append(u)
+        if u.adapter is not None and u.adapter.problem is not None:
+            summary.failed[f"{u.condition}/{u.model_id}"] = u.adapter.problem  # never loaded
+        elif _is_done(u.path(cfg.out), provenance[u]):
+            summary.skipped_done.append(u)
+        else:
+            pending.append(u)
     record = {
         "config": {k: v for k, v in cfg.to_dict().items() if k not in ("shard", "workers")},
         "kind": kind, "problems": len(problems), "base": base_fp,

@@ -286,8 +286,10 @@ def test_one_broken_adapter_is_reported_and_the_others_finish(tiny, tmp_path):
                "--adapters", adapters, "--backend", "hf", "--max-tokens", 4,
                "--max-lora-rank", 8, "--condition", "collaboration", "--keep-text")
     assert res.exit_code == 1
-    assert "failed collaboration/v000: SafetensorError" in res.output
-    assert "failed collaboration/v002: SafetensorError" in res.output
+    # Found from the file header before any model is loaded, with the reason.
+    assert ("failed collaboration/v000: adapter_model.safetensors is unreadable: header "
+            "length") in res.output
+    assert "failed collaboration/v002: adapter_model.safetensors is unreadable" in res.output
     assert "answered 2 model(s), 0 already done, 2 failed" in res.output
     done = sorted(p.stem for p in (tmp_path / "r/answers/collaboration").glob("*.parquet"))
     assert done == ["v001", "v003"]
@@ -302,6 +304,38 @@ def test_one_broken_adapter_is_reported_and_the_others_finish(tiny, tmp_path):
     for m in ("v001", "v003"):
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"r/answers/collaboration/{m}.parquet"),
                                       pd.read_parquet(tmp_path / f"r2/answers/collaboration/{m}.parquet"))
+
+
+def test_adapter_weights_are_checked_before_any_engine(tiny, tmp_path):
+    from eval.adapters import discover
+
+    adapters = tmp_path / "adapters"
+    shutil.copytree(tiny["adapters"], adapters)
+    w = adapters / "v001" / "adapter_model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])  # truncated: half the file
+    conf = adapters / "v002" / "adapter_config.json"
+    c = json.loads(conf.read_text())
+    conf.write_text(json.dumps({**c, "r": 4}))  # the weights are rank 8
+    found, skipped = discover(adapters, tiny["base"], 8)
+    problems = {a.model_id: a.problem for a in found}
+    assert problems["v000"] is None and problems["v003"] is None and not skipped
+    assert "(the file is truncated)" in problems["v001"] and problems["v001"].startswith(
+        "adapter_model.safetensors is unreadable: tensor ")
+    assert "rank 8 above the adapter config's rank 4" in problems["v002"]
+    # The default control models are chosen among the servable adapters.
+    cfg = _cfg(tiny, tmp_path / "r", adapters=adapters, repetition_models=4)
+    assert [u.model_id for u in plan_units(cfg, found) if u.condition == "repetition"] == [
+        "v000", "v003"]
+    # A base without the targeted modules (another architecture) is caught too.
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny["base"], other)
+    from safetensors.torch import load_file, save_file
+
+    f = next(other.glob("*.safetensors"))
+    save_file({k.replace("q_proj", "query"): v for k, v in load_file(str(f)).items()},
+              str(f), metadata={"format": "pt"})
+    found, _ = discover(tiny["adapters"], str(other), 8)
+    assert all("which the base does not have" in a.problem for a in found)
 
 
 def test_shards_together_equal_one_run(tiny, tmp_path):
@@ -394,3 +428,22 @@ def test_vllm_run_killed_midway_resumes_to_the_same_table(tiny, tmp_path):
     assert f"{len(finished)} already done" in resumed.stdout
     pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(run))
     assert not [p for p in (run / "answers").rglob(".*")]  # no temporary files left
+
+
+@pytest.mark.slow
+def test_vllm_run_with_a_truncated_adapter_answers_the_rest(tiny, tmp_path):
+    """Once hung the vLLM engine for over ten minutes; now a failed unit, found up front."""
+    adapters = tmp_path / "adapters"
+    shutil.copytree(tiny["adapters"], adapters)
+    w = adapters / "v001" / "adapter_model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    cmd = [sys.executable, "-m", "ensemble.cli", "answer", "--base", tiny["base"],
+           "--adapters", str(adapters), "--benchmark", str(tiny["bench"]),
+           "--out", str(tmp_path / "r"), "--backend", "vllm", "--max-tokens", "8",
+           "--max-loras", "2", "--max-lora-rank", "8", "--condition", "collaboration"]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "failed collaboration/v001: adapter_model.safetensors is unreadable" in proc.stderr
+    assert "answered 3 model(s), 0 already done, 1 failed" in proc.stdout
+    done = sorted(p.stem for p in (tmp_path / "r/answers/collaboration").glob("*.parquet"))
+    assert done == ["v000", "v002", "v003"]
