@@ -43,6 +43,67 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+class LockedError(ValueError):
+    """Another live process is writing the same output."""
+
+
+def pid_alive(pid) -> bool:
+    """Whether a process of this pid exists on this host."""
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def exclusive(lock: Path, what: str) -> Iterator[None]:
+    """Hold ``lock`` while writing ``what``: a second writer is refused, naming the first.
+
+    The lock file records the holder's host and pid.  A lock left by a process of this
+    host that no longer exists (killed with -9, say) is stale and taken over; a lock of
+    another host cannot be checked from here and is respected.
+    """
+    import socket
+    import time
+
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            try:
+                owner = json.loads(lock.read_text())
+            except (ValueError, OSError):
+                owner = {}
+            if owner.get("host") == me["host"] and not pid_alive(owner.get("pid")):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise LockedError(
+                f"{what} is being written by another process (host {owner.get('host')}, "
+                f"pid {owner.get('pid')}); wait for it to finish, or delete {lock} if that "
+                "process is gone") from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    else:
+        raise LockedError(f"could not take {lock} for {what}; try again")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def sibling_lock(path: Path) -> Path:
+    """The lock of an output directory that is replaced as a whole: beside it, hidden."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
 def check_output_dir(path: Path, kind: str, marker: str) -> None:
     """Refuse an output directory that is a file or holds someone else's files.
 

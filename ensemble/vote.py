@@ -28,8 +28,8 @@ from ensemble.voting_scale import accuracy_matrix, histogram_monte_carlo
 from ensemble.bootstrap import (model_resamples, percentile_ci, problem_resamples,
                                 resampled_model_means)
 from ensemble.config import VoteConfig, parse_k
-from ensemble.runio import (atomic_dir, check_output_dir, check_same_source, versions,
-                            write_csv, write_json, write_parquet)
+from ensemble.runio import (atomic_dir, check_output_dir, check_same_source, exclusive,
+                            sibling_lock, versions, write_csv, write_json, write_parquet)
 
 VOTE_MARKER = "vote.json"  # written last into every complete votes directory
 
@@ -261,6 +261,11 @@ def run_vote(cfg: VoteConfig, progress: bool = True) -> VoteResult:
     """Read the answers named by ``cfg``, compute the curves and write the votes directory."""
     check_output_dir(cfg.out_dir, "votes directory", VOTE_MARKER)
     check_same_source(cfg.out_dir / VOTE_MARKER, "input", cfg.input, cfg.force, "votes")
+    with exclusive(sibling_lock(cfg.out_dir), f"{cfg.out_dir}"):
+        return _vote_into(cfg, progress)
+
+
+def _vote_into(cfg: VoteConfig, progress: bool) -> VoteResult:
     table, digest = A.load_answers(cfg.input, cfg.canonical)
     result = compute(table, cfg, progress=progress)
     with atomic_dir(cfg.out_dir, "votes directory", VOTE_MARKER) as out:

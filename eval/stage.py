@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ensemble.runio import read_parquet_metadata, versions, write_json, write_parquet
+from ensemble.runio import (exclusive, read_parquet_metadata, versions, write_json,
+                            write_parquet)
 from eval.adapters import Adapter, AdapterError, discover
 from eval.config import AnswerConfig
 from eval.grading import grade
@@ -248,7 +249,17 @@ ANSWER_DTYPES = {"condition": "string", "model_id": "string", "problem_id": "str
 
 
 def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
-    """Answer every pending unit of ``cfg`` with its backend; see the module docstring."""
+    """Answer every pending unit of ``cfg`` with its backend; see the module docstring.
+
+    One process per (run directory, shard) at a time: a second one is refused with the
+    first one's host and pid (two would answer the same units twice over).
+    """
+    lock = Path(cfg.out) / f".answer-shard-{cfg.shard_index}-of-{cfg.shard_count}.lock"
+    with exclusive(lock, f"shard {cfg.shard} of the answers in {cfg.out}"):
+        return _run_answer(cfg, progress)
+
+
+def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
     from tqdm.auto import tqdm
 
     _check_existing(cfg)

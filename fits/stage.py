@@ -23,7 +23,8 @@ import pandas as pd
 from ensemble.bootstrap import (model_resamples, percentile_ci, problem_resamples,
                                 resampled_model_means)
 from ensemble.config import FitConfig
-from ensemble.runio import check_output_dir, check_same_source, versions, write_json
+from ensemble.runio import (check_output_dir, check_same_source, exclusive, sibling_lock,
+                            versions, write_json)
 from fits.intervals import gap_interval
 from fits.scaling import (LogFit, SaturatingFit, fit_grid, holdout_error, log_fit,
                           log_fit_many, saturating_fit)
@@ -311,7 +312,8 @@ def run_fit(cfg: FitConfig) -> FitResult:
     """Load the votes directory, fit, and write ``fit.json`` under ``cfg.out_dir``."""
     check_output_dir(cfg.out_dir, "fits directory", "fit.json")
     check_same_source(cfg.out_dir / "fit.json", "votes", cfg.votes, cfg.force, "fit")
-    votes = load_votes(cfg.votes)
-    result = fit_votes(votes, cfg)
-    write_json(cfg.out_dir / "fit.json", result.to_dict())
+    with exclusive(sibling_lock(cfg.out_dir), f"{cfg.out_dir}"):
+        votes = load_votes(cfg.votes)
+        result = fit_votes(votes, cfg)
+        write_json(cfg.out_dir / "fit.json", result.to_dict())
     return result

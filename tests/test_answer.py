@@ -447,3 +447,19 @@ def test_vllm_run_with_a_truncated_adapter_answers_the_rest(tiny, tmp_path):
     assert "answered 3 model(s), 0 already done, 1 failed" in proc.stdout
     done = sorted(p.stem for p in (tmp_path / "r/answers/collaboration").glob("*.parquet"))
     assert done == ["v000", "v002", "v003"]
+
+
+def test_a_second_answering_process_for_the_same_shard_is_refused(tiny, tmp_path):
+    import socket
+
+    out = tmp_path / "r"
+    out.mkdir()
+    lock = out / ".answer-shard-0-of-1.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))
+    res = _cli("--base", tiny["base"], "--benchmark", tiny["bench"], "--out", out,
+               "--adapters", tiny["adapters"], "--backend", "hf", "--max-lora-rank", 8)
+    assert res.exit_code == 1
+    assert res.output == (f"Error: shard 0/1 of the answers in {out} is being written by "
+                          f"another process (host {socket.gethostname()}, pid {os.getppid()}); "
+                          f"wait for it to finish, or delete {lock} if that process is gone\n")
+    assert not (out / "answers").exists()

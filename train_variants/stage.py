@@ -8,7 +8,6 @@ experiment) runs before the first variant starts, so bad input costs seconds, no
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import sys
@@ -16,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ensemble.runio import versions, write_json
+from ensemble.runio import pid_alive, versions, write_json
 from train_variants.config import TrainConfig
 from train_variants.plan import Plan, base_identity, make_plan
 from train_variants.trainer import (FAILED_DIR, RUNNING_FILE, TMP_PREFIX, VariantResult,
@@ -98,16 +97,6 @@ def _write_population(cfg: TrainConfig, plan: Plan) -> None:
         "created": old.get("created", time.time()), "versions": versions()})
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _tmp_owner(path: Path) -> dict:
     try:
         return json.loads((path / RUNNING_FILE).read_text())
@@ -131,7 +120,7 @@ def clean_stale(cfg: TrainConfig) -> list[str]:
         h = owner.get("host", pid_host[0] if len(pid_host) == 2 else None)
         pid = owner.get("pid", int(pid_host[1]) if len(pid_host) == 2 and
                         pid_host[1].isdigit() else None)
-        if h == host and (pid is None or not _pid_alive(int(pid))):
+        if h == host and (pid is None or not pid_alive(int(pid))):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p.name)
     return removed
@@ -235,7 +224,7 @@ def variant_status(run_dir: Path) -> list[dict]:
                 continue
             pid = owner.get("pid")
             # Another host's process cannot be checked from here: report it as running.
-            alive = owner.get("host") != host or (bool(pid) and _pid_alive(int(pid)))
+            alive = owner.get("host") != host or (bool(pid) and pid_alive(int(pid)))
             state = "running" if owner and alive else "interrupted"
             rows[vid] = _row(vid, state, host=owner.get("host"),
                              wall_seconds=round(time.time() - owner.get("started", time.time()),
