@@ -1,1 +1,1 @@
-"""The answering stage: collect, extract and grade answers (issue #3, not built yet)."""
+"""The answering stage: collect every variant's answers (vLLM multi-LoRA or HF + PEFT), extract and grade them."""

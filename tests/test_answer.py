@@ -275,6 +275,19 @@ def test_answers_made_another_way_are_refused_not_reused(tiny, tmp_path):
         run_answer(cfg, progress=False)
     f.unlink()
     assert run_answer(cfg, progress=False).done == ["collaboration/v002"]
+    # The same benchmark file with one problem edited: every unit's answers are stale.
+    bench = tmp_path / "bench.jsonl"
+    shutil.copy(tiny["bench"], bench)
+    cfg = _cfg(tiny, tmp_path / "run2", adapters=adapters, condition="collaboration",
+               benchmark=str(bench))
+    run_answer(cfg, progress=False)
+    rows = bench.read_text().splitlines()
+    rows[0] = rows[0].replace('"problem": "', '"problem": "Edited. ', 1)
+    assert rows[0] != bench.read_text().splitlines()[0]
+    bench.write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"v000.parquet holds answers this run did not make: "
+                                         r"the problems it was made with differ"):
+        run_answer(cfg, progress=False)
 
 
 def test_one_broken_adapter_is_reported_and_the_others_finish(tiny, tmp_path):

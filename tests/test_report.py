@@ -105,3 +105,15 @@ def test_notebook_executes_on_a_run(voted_run):
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2
     assert (voted_run / "notebook_figures" / "scaling.png").exists()
+
+
+def test_demo_fresh_starts_over(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--simulated", "--out", str(out), "--variants", "6"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (out / "answers" / "stale-marker.txt").write_text("from the last run")
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "answers").rglob("*.parquet")}
+    r = CliRunner().invoke(main, args + ["--fresh"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert not (out / "answers" / "stale-marker.txt").exists()
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())  # written anew

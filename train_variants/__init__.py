@@ -1,1 +1,1 @@
-"""The training stage: plan and train LoRA variants (issue #4, not built yet)."""
+"""The training stage: plan and train a population of LoRA variants of one base (GRPO via TRL + PEFT)."""
