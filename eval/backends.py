@@ -231,13 +231,19 @@ class HFBackend:
 
         from eval.stage import Completion
 
+        # One group per work unit, not per adapter: a chunk's samples come from one
+        # generator seeded by its first request, so chunks must not depend on which
+        # other units share the call (a resumed or sharded run has others than a whole
+        # one; grouping by adapter once mixed a variant's collaboration and repetition
+        # requests and made a resumed run's samples differ).
         groups: OrderedDict = OrderedDict()
         for i, r in enumerate(requests):
-            groups.setdefault(r.unit.adapter, []).append(i)
+            groups.setdefault(r.unit, []).append(i)
         results: list = [None] * len(requests)
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        for adapter, idx in groups.items():
+        for unit, idx in groups.items():
+            adapter = unit.adapter
             model = self._activate(adapter)
             ctx = torch.no_grad()
             if model is None:  # base model requested after adapters were loaded

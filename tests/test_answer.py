@@ -476,3 +476,27 @@ def test_a_second_answering_process_for_the_same_shard_is_refused(tiny, tmp_path
                           f"another process (host {socket.gethostname()}, pid {os.getppid()}); "
                           f"wait for it to finish, or delete {lock} if that process is gone\n")
     assert not (out / "answers").exists()
+
+
+@pytest.mark.slow
+def test_hf_run_killed_midway_resumes_to_the_same_table(tiny, tmp_path):
+    def cmd(out):
+        return [sys.executable, "-m", "ensemble.cli", "answer", "--base", tiny["base"],
+                "--adapters", str(tiny["adapters"]), "--benchmark", str(tiny["bench"]),
+                "--out", str(out), "--backend", "hf", "--temperature", "0.9",
+                "--max-tokens", "48", "--max-lora-rank", "8", "--repetition-samples", "12"]
+
+    whole = subprocess.run(cmd(tmp_path / "whole"), env=_env(), capture_output=True,
+                           text=True, timeout=900)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "answered 8 model(s), 0 already done, 0 failed" in whole.stdout
+    run = tmp_path / "killed"
+    kill_when(cmd(run), _env(), lambda: bool(list((run / "answers").rglob("*.parquet"))),
+              poll=0.01)
+    finished = sorted((run / "answers").rglob("*.parquet"))
+    assert 1 <= len(finished) < 8, "the run was not interrupted midway"
+    resumed = subprocess.run(cmd(run), env=_env(), capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{len(finished)} already done" in resumed.stdout
+    pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(run))
+    assert not [p for p in run.rglob(".*") if p.name != ".cache"]  # no temp files or locks

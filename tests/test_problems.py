@@ -98,3 +98,34 @@ def test_small_numbers_and_digit_working():
         synthetic_problems(3, numbers="tiny")
     with pytest.raises(ValueError, match="worked='prose' is not one of steps, digits"):
         synthetic_problems(3, worked="prose")
+
+
+def test_hub_dataset_ids_and_presets_through_a_mocked_loader(monkeypatch, shared_data):
+    """Dataset ids and presets go to datasets.load_dataset with their split and field
+    mapping (mocked: no hub here), and a loader failure is one clear error."""
+    import datasets
+
+    aime = [json.loads(line) for line in (shared_data / "aime24.jsonl").read_text().splitlines()
+            if line]
+    calls = []
+
+    def fake_load_dataset(name, split=None, **kw):
+        calls.append((name, split))
+        if name == "nobody/missing":
+            raise FileNotFoundError(f"Couldn't find a dataset script or data for {name}")
+        if name == "someone/renamed":
+            return [{"key": f"q{i}", "question": r["problem"], "final": r["answer"]}
+                    for i, r in enumerate(aime)]
+        return aime
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    got = load_problems("aime24")
+    assert calls[-1] == ("HuggingFaceH4/aime_2024", "train") and len(got) == len(aime)
+    assert got[0].answer == str(aime[0]["answer"]).strip()
+    got = load_problems("someone/renamed", problem_field="question", answer_field="final",
+                        id_field="key", split="test", limit=5)
+    assert calls[-1] == ("someone/renamed", "test")
+    assert [p.id for p in got] == ["q0", "q1", "q2", "q3", "q4"]
+    with pytest.raises(ProblemSetError, match=r"nobody/missing: cannot load split 'train' from "
+                                              r"the Hugging Face hub \(Couldn't find"):
+        load_problems("nobody/missing")
