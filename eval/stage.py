@@ -8,7 +8,11 @@ the same provenance and refuses files made another way, so a killed run loses on
 units in flight, never leaves a partial file that counts as done, and never mixes answers
 of another experiment into this one.  Units are spread over shards (``i/n``)
 deterministically, and every request's seed derives from (seed, condition, model,
-problem, sample), so sharding and batching do not change any answer.
+problem, sample), so sharding and resuming do not change any answer on CPU (tested with
+both backends).  On CUDA, vLLM's floating-point results can depend on how requests are
+batched unless its batch-invariant mode is on (``VLLM_BATCH_INVARIANT=1``, beta, recent
+NVIDIA GPUs; vLLM's "batch invariance" docs): without it a resharded or resumed GPU
+run may sample differently, which changes no statistic's validity, only its last digits.
 """
 
 from __future__ import annotations
