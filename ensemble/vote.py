@@ -110,7 +110,8 @@ def _is_log(spec: str | None) -> bool:
     return spec is not None and str(spec).replace(" ", "").startswith("log:")
 
 
-def condition_grids(spec: str | None, pools: dict[str, list[A.Pool]], source) -> dict[str, np.ndarray]:
+def condition_grids(spec: str | None, pools: dict[str, list[A.Pool]],
+                    source) -> dict[str, np.ndarray]:
     """The k grid of every condition, each k within every pool of that condition.
 
     Parameters
@@ -127,10 +128,11 @@ def condition_grids(spec: str | None, pools: dict[str, list[A.Pool]], source) ->
     -------
     dict
         Condition -> sorted k.  A condition whose pools have different sizes gets the k
-        up to its smallest pool, with a warning naming the pools that cut it; a k above
-        every pool of a one-pool condition is an error.  For ``log:M`` each condition's
-        grid also holds the log grid up to the smallest pool of all conditions, so the
-        conditions share one log-spaced grid over their common range (the fit uses it).
+        up to its smallest pool, with a warning naming every pool and its size; an
+        explicit k above a condition's largest pool is an error.  For ``log:M`` each
+        condition's grid also holds the log grid up to the smallest pool of all
+        conditions, so the conditions share one log-spaced grid over their common range
+        (the fit uses it).
     """
     sizes = {name: [p.n_voters for p in pl] for name, pl in pools.items()}
     common = min(min(s) for s in sizes.values())
