@@ -61,6 +61,12 @@ def percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.nda
     return lo, hi
 
 
+def ci_sources(n_models: int) -> tuple[str, ...]:
+    """The variance a CI of this project includes: problems, and control models when
+    there are several (they are resampled together with the problems)."""
+    return ("problems", "control models") if n_models >= 2 else ("problems",)
+
+
 def model_resamples(n_models: int, reps: int, seed: int) -> np.ndarray:
     """Indices of ``reps`` resamples of the control models, shape ``(reps, n_models)``.
 

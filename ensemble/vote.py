@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ensemble import answers as A
 from ensemble import voting
 from ensemble.voting_scale import accuracy_matrix, histogram_monte_carlo
-from ensemble.bootstrap import (model_resamples, percentile_ci, problem_resamples,
+from ensemble.bootstrap import (ci_sources, model_resamples, percentile_ci, problem_resamples,
                                 resampled_model_means)
 from ensemble.config import VoteConfig, parse_k
 from ensemble.runio import (atomic_dir, check_output_dir, check_same_source, exclusive,
@@ -66,6 +66,13 @@ class ConditionResult:
         if self.per_model:
             return np.stack([m.W for m in self.per_model])
         return self.W[None]
+
+    @property
+    def model_pass_k(self) -> np.ndarray:
+        """pass@k of every control model, shape (models, problems, K), as model_W."""
+        if self.per_model:
+            return np.stack([m.pass_k for m in self.per_model])
+        return self.pass_k[None]
 
 
 @dataclass
@@ -202,9 +209,7 @@ def compute(table: pd.DataFrame, cfg: VoteConfig, progress: bool = False) -> Vot
         midx = model_resamples(c.n_models, cfg.bootstrap, cfg.seed)
         boot = resampled_model_means(c.model_W, idx, midx)
         lo, hi = percentile_ci(boot, cfg.ci)
-        pboot = resampled_model_means(
-            np.stack([m.pass_k for m in c.per_model]) if c.per_model else c.pass_k[None], idx,
-            midx)
+        pboot = resampled_model_means(c.model_pass_k, idx, midx)
         plo, phi = percentile_ci(pboot, cfg.ci)
         curve_rows.append(pd.DataFrame({
             "condition": name, "k": c.ks, "accuracy": c.W.mean(axis=0), "ci_low": lo,
@@ -256,7 +261,7 @@ def _condition_meta(c: ConditionResult) -> dict:
     return {"n_voters": c.n_voters, "n_models": c.n_models, "k_max": int(c.ks.max()),
             "error_bound": bound,
             "models": [m.model_id for m in c.per_model] or None,
-            "ci_sources": ["problems", "control models"] if c.n_models > 1 else ["problems"]}
+            "ci_sources": list(ci_sources(c.n_models))}
 
 
 def run_vote(cfg: VoteConfig, progress: bool = True) -> VoteResult:

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ensemble.bootstrap import model_resamples, problem_resamples, resample_counts
+from ensemble.bootstrap import ci_sources, model_resamples, problem_resamples, resample_counts
 
 __all__ = [
     "METHODS",
@@ -182,10 +182,6 @@ def _check(wc, wr, level: float) -> tuple[np.ndarray, np.ndarray]:
     if not (isinstance(level, (int, float, np.floating)) and 0.0 < float(level) < 1.0):
         raise ValueError(f"level={level!r} must be strictly between 0 and 1 (e.g. 0.95)")
     return np.clip(wc, 0.0, 1.0), np.clip(wr, 0.0, 1.0)
-
-
-def _sources(m: int) -> tuple[str, ...]:
-    return ("problems", "control models") if m >= 2 else ("problems",)
 
 
 # --------------------------------------------------------------------------- variance
@@ -615,7 +611,7 @@ def gap_interval(wc, wr, level: float = 0.95, method: str = "auto", reps: int = 
     alpha = 1.0 - level
     c = _components(wc, wr)
     gap = c["gap"]
-    sources = _sources(m)
+    sources = ci_sources(m)
 
     if method == "t":
         # each variance component with the t quantile of its own df (P - 1 for the

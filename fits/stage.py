@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble.bootstrap import (model_resamples, percentile_ci, problem_resamples,
+from ensemble.bootstrap import (ci_sources, model_resamples, percentile_ci, problem_resamples,
                                 resampled_model_means)
 from ensemble.config import FitConfig
 from ensemble.runio import (check_output_dir, check_same_source, exclusive, sibling_lock,
@@ -235,24 +235,25 @@ def fit_votes(votes: Votes, cfg: FitConfig) -> FitResult:
     n_problems = next(iter(mats.values()))[1].shape[1]
     idx = problem_resamples(n_problems, reps, cfg.seed)
     fits: dict[str, ConditionFit] = {}
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # (measured, resampled) on grid
+    boot_b: dict[str, np.ndarray] = {}  # slope of every resampled curve, paired resamples
     for c in conds:
         ks, Wm = mats[c]
         Wm = Wm[:, :, np.searchsorted(ks, grid)]
         measured = Wm.mean(axis=(0, 1))
         boot = resampled_model_means(Wm, idx, model_resamples(Wm.shape[0], reps, cfg.seed))
-        curves[c] = (measured, boot)
         fit = log_fit(grid, measured)
+        boot_b[c] = np.zeros(0)
         if len(boot):
             a_b, b_b = log_fit_many(grid, boot)
+            boot_b[c] = b_b
             (alo, blo), (ahi, bhi) = percentile_ci(np.column_stack([a_b, b_b]), cfg.ci)
             fit = LogFit(**{**fit.__dict__, "a_ci": (float(alo), float(ahi)),
                             "b_ci": (float(blo), float(bhi))})
-        sources = ("problems", "control models") if Wm.shape[0] > 1 else ("problems",)
-        fits[c] = ConditionFit(fit, Wm.shape[0], sources, *_holdout(grid, measured, boot, cfg))
+        fits[c] = ConditionFit(fit, Wm.shape[0], ci_sources(Wm.shape[0]),
+                               *_holdout(grid, measured, boot, cfg))
     comparison = None
     if COLLAB in fits and REPET in fits:
-        comparison = _compare(mats, grid, curves, fits, idx, cfg)
+        comparison = _compare(mats, grid, boot_b, fits, idx, cfg)
     return FitResult(fits, comparison, grid.tolist(), cfg, votes.sha256)
 
 
@@ -285,16 +286,14 @@ def gap_ks(grid: np.ndarray) -> list[int]:
     return sorted({lo, mid, hi})
 
 
-def _compare(mats, grid, curves, fits, idx, cfg: FitConfig) -> dict:
+def _compare(mats, grid, boot_b, fits, idx, cfg: FitConfig) -> dict:
     slope = fits[COLLAB].log.b - fits[REPET].log.b
     out = {"k_range": [int(grid[0]), int(grid[-1])], "slope_diff": float(slope),
            "slope_diff_ci": [float("nan")] * 2, "gaps": [],
            "ci_sources": list(fits[REPET].sources)}
-    bc, br = curves[COLLAB][1], curves[REPET][1]
-    if len(bc):
-        # Paired: both resampled curves come from the same problem resamples.
-        (_, bc_b), (_, br_b) = log_fit_many(grid, bc), log_fit_many(grid, br)
-        lo, hi = percentile_ci((bc_b - br_b)[:, None], cfg.ci)
+    if len(boot_b[COLLAB]):
+        # Paired: both slopes of a resample come from the same resampled problems.
+        lo, hi = percentile_ci((boot_b[COLLAB] - boot_b[REPET])[:, None], cfg.ci)
         out["slope_diff_ci"] = [float(lo[0]), float(hi[0])]
     (kc, Wc), (kr, Wr) = mats[COLLAB], mats[REPET]
     for k in gap_ks(grid):
