@@ -10,7 +10,10 @@ Monte-Carlo committees), pass@k, and bootstrap CIs over problems, and writes
 * ``per_problem_by_model.parquet``: the same for each repetition control model
   (condition, model_id, problem_id, k, accuracy, pass_at_k),
 * ``voters.csv``: accuracy of every single voter (condition, voter, accuracy),
-* ``vote.json``: settings, input hash, versions.
+* ``diversity.csv``: per (condition, k) the effective number of independent voters and
+  the headroom pass@k - accuracy with its CI (see :mod:`ensemble.diversity`),
+* ``vote.json``: settings, input hash, versions, and per condition the diversity
+  diagnostics (disagreement, correctness correlations, effective-voter limit).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ensemble import answers as A
 from ensemble import voting
+from ensemble.diversity import Diversity, diversity, pair_counts
 from ensemble.voting_scale import accuracy_matrix, histogram_monte_carlo
 from ensemble.bootstrap import (ci_sources, model_resamples, percentile_ci, problem_resamples,
                                 resampled_model_means)
@@ -85,6 +89,8 @@ class VoteResult:
     per_problem_by_model: pd.DataFrame
     voters: pd.DataFrame  # accuracy of every single voter (condition, voter, accuracy)
     missing: dict[str, int]
+    diversity: dict[str, Diversity] = field(default_factory=dict)
+    diversity_curve: pd.DataFrame | None = None  # per (condition, k): n_eff, headroom
 
 
 def _pool_curves(pool: A.Pool, ks: np.ndarray, cfg: VoteConfig):
@@ -252,8 +258,47 @@ def compute(table: pd.DataFrame, cfg: VoteConfig, progress: bool = False) -> Vot
         for n, plist in by_cond.items() for p in plist
     ], ignore_index=True)
     missing = {p.name: p.missing for plist in by_cond.values() for p in plist}
+    div = _diversity(pools, idx, cfg)
+    div_curve = pd.concat([_diversity_rows(c, div[name], idx, cfg) for name, c in conds.items()],
+                          ignore_index=True)
     return VoteResult(pools.problems, conds, curve, by_model, per_problem, per_problem_by_model,
-                      voters, missing)
+                      voters, missing, div, div_curve)
+
+
+def _diversity(pools: A.Pools, idx: np.ndarray, cfg: VoteConfig) -> dict[str, Diversity]:
+    """The diagnostics of :mod:`ensemble.diversity` for every condition.
+
+    Collaboration's voters are grouped by the variant they come from (``model/sample``);
+    repetition's by control model.  With one control model, the collaboration pool's
+    pairs of different variants stand for "two different models".
+    """
+    counts, out = {}, {}
+    for name, p in pools.pools.items():
+        groups = [v.split("/", 1)[0] for v in p.voters]
+        counts[name] = (pair_counts(p.codes, p.gold, groups), len(set(groups)), "pool")
+    for name, plist in pools.by_model.items():
+        codes = np.concatenate([p.codes for p in plist], axis=1)
+        groups = [p.name for p in plist for _ in range(p.n_voters)]
+        counts[name] = (pair_counts(codes, plist[0].gold, groups), len(plist), "model")
+    pool_names = [n for n in counts if counts[n][2] == "pool"]
+    reference = (pool_names[0], counts[pool_names[0]][0]) if pool_names else None
+    for name, (pc, n_models, committees) in counts.items():
+        out[name] = diversity(name, pc, n_models, committees=committees, idx=idx, level=cfg.ci,
+                              reference=None if committees == "pool" else reference)
+    return out
+
+
+def _diversity_rows(c: ConditionResult, d: Diversity, idx: np.ndarray,
+                    cfg: VoteConfig) -> pd.DataFrame:
+    """Per k: the effective number of independent voters and the headroom over the vote."""
+    midx = model_resamples(c.n_models, cfg.bootstrap, cfg.seed)
+    head = c.model_pass_k - c.model_W
+    lo, hi = percentile_ci(resampled_model_means(head, idx, midx), cfg.ci)
+    return pd.DataFrame({
+        "condition": c.name, "k": c.ks, "n_eff": d.n_eff(c.ks),
+        "accuracy": c.W.mean(axis=0), "pass_at_k": c.pass_k.mean(axis=0),
+        "headroom": head.mean(axis=(0, 1)), "headroom_ci_low": lo, "headroom_ci_high": hi,
+    })
 
 
 def _condition_meta(c: ConditionResult) -> dict:
@@ -282,6 +327,7 @@ def _vote_into(cfg: VoteConfig, progress: bool) -> VoteResult:
         write_parquet(out / "per_problem.parquet", result.per_problem)
         write_parquet(out / "per_problem_by_model.parquet", result.per_problem_by_model)
         write_csv(out / "voters.csv", result.voters)
+        write_csv(out / "diversity.csv", result.diversity_curve)
         write_json(out / "vote.json", {
             "config": cfg.to_dict(),
             "input_sha256": digest,
@@ -289,6 +335,7 @@ def _vote_into(cfg: VoteConfig, progress: bool) -> VoteResult:
             "problems": len(result.problems),
             "conditions": {n: _condition_meta(c) for n, c in result.conditions.items()},
             "missing_answers": result.missing,
+            "diversity": {n: d.to_dict() for n, d in result.diversity.items()},
             "versions": versions(),
         })
     return result

@@ -116,6 +116,146 @@ def voter_histogram(voters: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def diversity_figure(div: pd.DataFrame, meta: dict, path: Path) -> Path:
+    """Why the conditions differ: effective independent voters, and headroom over the vote.
+
+    Left: how often two voters give different answers, two variants against two samples
+    of one model.  Middle: the effective number of independent voters
+    (``ensemble.diversity``) against k, with k itself for reference.  Right: pass@k -
+    accuracy with its CI, what a better aggregation rule could still win from the same
+    answers.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(15, 4.2),
+                                     gridspec_kw={"width_ratios": [0.7, 1, 1]})
+    bars = []
+    for cond in sorted(meta):
+        for key, what in (("disagreement_different_models", "two variants"),
+                          ("disagreement_same_model", "two samples\nof one model")):
+            e = meta[cond].get(key)
+            if e and (cond == "collaboration" or key == "disagreement_same_model"):
+                bars.append((what, e, COLORS.get(cond, "gray")))
+    for i, (what, e, color) in enumerate(bars):
+        err = None
+        if e.get("ci_low") is not None and np.isfinite(e["ci_low"]):
+            err = [[e["value"] - e["ci_low"]], [e["ci_high"] - e["value"]]]
+        a0.bar(i, e["value"], color=color, alpha=0.8, yerr=err, capsize=4)
+    a0.set_xticks(range(len(bars)), [b[0] for b in bars])
+    a0.set_ylim(0, 1)
+    a0.set_ylabel("P(two answers differ)")
+    a0.set_title("Disagreement on a problem")
+    kmax = int(div["k"].max())
+    a1.plot([1, kmax], [1, kmax], color="gray", lw=1, ls=":", label="k independent voters")
+    for cond, d in div.groupby("condition", sort=True):
+        color = COLORS.get(cond)
+        info = meta.get(cond, {})
+        rho = (info.get("icc_model") or {}).get("value")
+        label = cond + (f" (ρ = {rho:.3f} within a model)" if rho is not None else "")
+        a1.plot(d["k"], d["n_eff"], color=color, marker="o" if len(d) <= 40 else None, ms=3,
+                label=label)
+        a2.plot(d["k"], d["headroom"], color=color, label=cond)
+        a2.fill_between(d["k"], d["headroom_ci_low"], d["headroom_ci_high"], color=color,
+                        alpha=0.15, lw=0)
+    for ax in (a1, a2):
+        ax.set_xscale("log")
+        ax.set_xlabel("committee size k")
+    a1.set_yscale("log")
+    a1.set_ylabel("effective independent voters")
+    a1.set_title("Voters worth, given the problem")
+    a1.legend(loc="upper left", fontsize=8)
+    a2.set_ylabel("pass@k − majority-vote accuracy")
+    a2.set_title("Headroom left by plurality voting (95% CI)")
+    a2.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    plt.close(fig)
+    return path
+
+
+def _est(e: dict | None, missing: str = "—") -> str:
+    if not e:
+        return missing
+    if e.get("ci_low") is None or not np.isfinite(e["ci_low"]):
+        return f"{e['value']:.3f}"
+    return f"{e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
+
+
+def diversity_section(meta: dict, div: pd.DataFrame | None, k: int | None) -> list[str]:
+    """The report's "why" section from vote.json's diversity and diversity.csv."""
+    info = meta.get("diversity")
+    if not info:
+        return []
+    conds = sorted(info)
+    lines = ["## Why: how differently the voters answer", "",
+             "From the same answers (`ensemble.diversity`; CIs resample problems). "
+             "Correlations are of being right or wrong; \"given the problem\" means the "
+             "problem's difficulty is conditioned away, so what remains is what samples of "
+             "one model share and variants of a population do not.", "",
+             "| | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+
+    def row(label, key, missing="—"):
+        lines.append(f"| {label} | " + " | ".join(_est(info[c].get(key), missing)
+                                                   for c in conds) + " |")
+
+    row("two voters of different models give different answers", "disagreement_different_models")
+    row("two samples of one model give different answers", "disagreement_same_model",
+        "— (one answer per model)")
+    row("correctness correlation set by the problem (difficulty)", "icc_problem")
+    row("extra correlation of one model's samples, given the problem", "icc_model",
+        "— (one answer per model)")
+    if div is not None and k is not None:
+        cells, heads = [], []
+        for c in conds:
+            r = div[(div["condition"] == c) & (div["k"] == k)]
+            cells.append(f"{r['n_eff'].iloc[0]:.1f}" if len(r) else "—")
+            heads.append(f"{r['headroom'].iloc[0]:.3f} [{r['headroom_ci_low'].iloc[0]:.3f}, "
+                         f"{r['headroom_ci_high'].iloc[0]:.3f}]" if len(r) else "—")
+        lines.append(f"| effective independent voters at k = {k} | " + " | ".join(cells) + " |")
+        lines.append("| ... as k grows without bound | " + " | ".join(
+            "k" if info[c].get("n_eff_limit") is None else f"{info[c]['n_eff_limit']:.1f}"
+            for c in conds) + " |")
+        lines.append(f"| headroom pass@k − vote at k = {k} | " + " | ".join(heads) + " |")
+    lines += ["", _diversity_reading(info, div, k), ""]
+    return lines
+
+
+def _diversity_reading(info: dict, div: pd.DataFrame | None, k: int | None) -> str:
+    """One plain paragraph on what the diagnostics say."""
+    rep, col = info.get("repetition"), info.get("collaboration")
+    if not rep or not col:
+        return ""
+    out = []
+    dc = (col.get("disagreement_different_models") or {}).get("value")
+    ds = (rep.get("disagreement_same_model") or {}).get("value")
+    if dc is not None and ds is not None:
+        out.append(f"Two variants give different answers to a problem {dc:.1%} of the time, "
+                   f"two samples of one control model {ds:.1%}.")
+    icc = rep.get("icc_model")
+    if icc:
+        lo = icc.get("ci_low")
+        sure = lo is not None and np.isfinite(lo) and lo > 0
+        n_eff = None
+        if div is not None and k is not None:
+            r = div[(div["condition"] == "repetition") & (div["k"] == k)]
+            n_eff = float(r["n_eff"].iloc[0]) if len(r) else None
+        tail = (f": {k} samples of one model are worth about {n_eff:.1f} independent voters, "
+                f"{k} variants about {k}" if n_eff is not None else "")
+        out.append(("Beyond difficulty, samples of one model are more alike in being right "
+                    f"than voters of different models (ρ = {icc['value']:.3f}, CI above 0)"
+                    if sure else
+                    "Beyond difficulty, the data cannot show samples of one model to be more "
+                    f"alike than voters of different models (ρ = {icc['value']:.3f}, CI holds 0)")
+                   + tail + ".")
+    return " ".join(out)
+
+
 def _curve_table(curve: pd.DataFrame) -> str:
     conds = sorted(curve["condition"].unique())
     ks_all = sorted(curve["k"].unique())
@@ -161,7 +301,8 @@ def _verdict(c: dict) -> str:
             f"{g['gap']:+.4f} has a 95% CI [{lo:+.4f}, {hi:+.4f}] that holds 0.")
 
 
-def render_markdown(votes: Votes, fit: FitResult, figures: list[Path], root: Path) -> str:
+def render_markdown(votes: Votes, fit: FitResult, figures: list[Path], root: Path,
+                    diversity: pd.DataFrame | None = None) -> str:
     meta = votes.meta
     cfg = meta.get("config", {})
     n_problems = int(votes.curve["n_problems"].iloc[0])
@@ -228,6 +369,8 @@ def render_markdown(votes: Votes, fit: FitResult, figures: list[Path], root: Pat
                      " (control models resampled together with the problems).")
                   + " Both conditions are paired on the same resampled problems; the "
                   "population of variants itself is held fixed.", ""]
+    k_div = fit.comparison["gaps"][-1]["k"] if fit.comparison else int(votes.curve["k"].max())
+    lines += diversity_section(meta, diversity, k_div)
     lines += ["## Figures", ""]
     for f in figures:
         lines.append(f"![{f.stem}]({f.relative_to(root).as_posix()})")
@@ -261,6 +404,12 @@ def write_report(path: Path, out: Path | None = None) -> Report:
     voters_csv = votes_dir / "voters.csv"
     if voters_csv.exists():
         figs.append(voter_histogram(pd.read_csv(voters_csv), root / "figures" / "voter_accuracy.png"))
+    div = None
+    div_csv = votes_dir / "diversity.csv"
+    if div_csv.exists() and votes.meta.get("diversity"):
+        div = pd.read_csv(div_csv)
+        figs.append(diversity_figure(div, votes.meta["diversity"],
+                                     root / "figures" / "diversity.png"))
     report = root / "report.md"
-    write_text(report, render_markdown(votes, fit, figs, root))
+    write_text(report, render_markdown(votes, fit, figs, root, div))
     return Report(report, figs, fit)
