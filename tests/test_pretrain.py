@@ -158,3 +158,73 @@ def test_default_base_leaves_room_for_voting(tmp_path):
     print(json.dumps(info["eval"], indent=1), f"{time.perf_counter() - t0:.0f} s")
     for t in info["config"]["eval_temperatures"]:
         assert 0.15 <= info["eval"][f"sampled_t{t:g}"] <= 0.7, (t, info["eval"])
+
+
+# --- the shipped demo base --------------------------------------------------------------
+
+def test_shipped_base_is_the_current_recipe():
+    """The shipped weights were made by today's defaults: settings, seed and recipe.
+
+    If this fails, the pretraining recipe or a default changed without the shipped
+    model being rebuilt: run `ensemble pretrain --fresh`, copy the printed directory
+    over train_variants/demo_base and record its weights' sha256 in pretrain.json.
+    """
+    import dataclasses
+    import hashlib
+
+    info = json.loads((pretrain.SHIPPED / PRETRAIN_JSON).read_text())
+    assert info["recipe"] == pretrain.RECIPE_VERSION
+    assert info["seed"] == 0
+    assert info["config"] == json.loads(json.dumps(dataclasses.asdict(PretrainConfig())))
+    assert info["key"] == pretrain.cache_key(PretrainConfig(), 0) == pretrain.shipped_key()
+    weights = (pretrain.SHIPPED / "model.safetensors").read_bytes()
+    assert hashlib.sha256(weights).hexdigest() == info["weights_sha256"]
+    assert info["eval"]["greedy"] > 0.2 and info["eval"]["sampled_t1"] < 0.5  # room to vote
+
+
+def test_default_settings_return_the_shipped_base_without_training(tmp_path, monkeypatch):
+    def no_training(*a, **kw):
+        raise AssertionError("the shipped base was trained again")
+
+    monkeypatch.setattr(pretrain, "train_model", no_training)
+    assert build_demo_base(tmp_path, progress=False) == pretrain.SHIPPED
+    assert build_demo_base(tmp_path, progress=False, steps=400, difficulties=[1, 2, 3]) \
+        == pretrain.SHIPPED  # the same settings spelled out
+    assert list(tmp_path.iterdir()) == []  # nothing written to the cache
+    with pytest.raises(AssertionError, match="trained again"):
+        build_demo_base(tmp_path, progress=False, fresh=True)
+    with pytest.raises(AssertionError, match="trained again"):
+        build_demo_base(tmp_path, progress=False, seed=1)
+
+
+def test_shipped_base_loads_and_answers_in_format():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(pretrain.SHIPPED)
+    model = AutoModelForCausalLM.from_pretrained(pretrain.SHIPPED)
+    assert sum(p.numel() for p in model.parameters()) == 620928
+    assert tok.chat_template and tok.eos_token_id == model.config.eos_token_id
+
+
+def test_pretrain_command(tmp_path):
+    from click.testing import CliRunner
+
+    from ensemble.cli import main
+
+    r = CliRunner().invoke(main, ["pretrain"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[-1] == str(pretrain.SHIPPED)
+    assert "greedy 0.38" in r.output
+    bad = tmp_path / "x.toml"
+    bad.write_text('out = "r"\nbase = "demo"\n[pretrain]\nstepz = 3\n')
+    r = CliRunner().invoke(main, ["pretrain", str(bad)])
+    assert r.exit_code == 1
+    assert "unknown pretrain setting key(s) stepz" in r.output
+    toy = tmp_path / "toy.toml"
+    toy.write_text('out = "r"\nbase = "demo"\nseed = 3\n[pretrain]\n' + "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in TOY.items()))
+    r = CliRunner().invoke(main, ["pretrain", str(toy)])
+    assert r.exit_code == 0, r.output
+    made = Path(r.stdout.splitlines()[-1])
+    assert made.parent.parent.name != "train_variants"  # pretrained into the cache
+    assert json.loads((made / PRETRAIN_JSON).read_text())["seed"] == 3
