@@ -103,8 +103,12 @@ def test_notebook_executes_on_a_run(voted_run):
     outputs = execute_notebook(voted_run)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 2
+    assert len(images) == 3
     assert (voted_run / "notebook_figures" / "scaling.png").exists()
+    assert (voted_run / "notebook_figures" / "diversity.png").exists()
+    # the diagnostics table: the statistics by condition, with their intervals
+    table = outputs[-1]["data"]["text/plain"]
+    assert "icc_model" in table and "disagreement_same_model" in table and "[" in table
 
 
 def test_demo_fresh_starts_over(tmp_path):
