@@ -196,6 +196,8 @@ def _merge(config_file: Path | None, section: str, flags: dict) -> dict:
 @click.option("--seed", type=int)
 @click.option("--limit", type=int, help="Answer only the first N problems.")
 @click.option("--max-loras", type=int)
+@click.option("--stall-timeout", type=float, help="Seconds without a finished request before "
+              "the work in flight fails [default: 1800; 0: never].")
 @click.option("--max-lora-rank", type=int)
 @click.option("--problem-field")
 @click.option("--answer-field")

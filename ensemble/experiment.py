@@ -40,7 +40,7 @@ DEMO_BASE = "demo"  # base = "demo": the project's own model, pretrained on firs
 # Keys that decide who does the work and how fast, never what the results are: a rerun
 # may change them without being refused.
 RUN_ONLY = {"train": ("launcher", "workers", "cpus_per_variant", "ray_address"),
-            "answer": ("launcher", "workers", "shard", "adapters_per_batch")}
+            "answer": ("launcher", "workers", "shard", "adapters_per_batch", "stall_timeout")}
 
 
 def cache_root() -> Path:

@@ -10,11 +10,16 @@ import os
 from collections import OrderedDict
 
 from eval.config import AnswerConfig
+from eval.watchdog import BeatBar
 
 # vLLM's CPU backend: run the engine in this process (no extra worker process on a
 # 2-core machine), reserve no core for the frontend, and keep the KV cache small.
 CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
            "VLLM_CPU_KVCACHE_SPACE": "2"}
+
+
+def _no_progress(*_args) -> None:
+    """The default progress callback: nobody is watching."""
 
 
 def has_cuda() -> bool:
@@ -77,6 +82,7 @@ class VLLMBackend:
         self.tokenizer = self.llm.get_tokenizer()
         self.cfg = cfg
         self._lora_ids: dict[str, int] = {}
+        self.on_progress = _no_progress  # set by the answering loop to its watchdog's beat
 
     def _lora(self, adapter):
         if adapter is None:
@@ -124,7 +130,9 @@ class VLLMBackend:
         params = [SamplingParams(**kw, n=len(g), seed=g[0].seed if sample else None)
                   for g in groups]
         loras = [self._lora(g[0].unit.adapter) for g in groups]
-        outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        # vLLM calls its bar per finished request: the watchdog's heartbeat (eval.watchdog).
+        outs = self.llm.generate(prompts, params, lora_request=loras,
+                                 use_tqdm=lambda *a, **kw: BeatBar(self.on_progress, *a, **kw))
         # Children of an n-request come back in index order (seed s+i is output i).
         for o, g in zip(outs, groups):
             o.outputs.sort(key=lambda c: c.index)
@@ -192,6 +200,7 @@ class HFBackend:
         self.cfg = cfg
         self.batch_size = batch_size
         self.engine_kwargs = {"model": cfg.base, "dtype": str(dtype), "device": self.device}
+        self.on_progress = _no_progress  # beaten after every batch (eval.watchdog)
 
     def _activate(self, adapter):
         from peft import PeftModel
@@ -264,6 +273,7 @@ class HFBackend:
                         do_sample=sample, temperature=self.cfg.temperature if sample else None,
                         top_p=self.cfg.top_p if sample else None, top_k=0 if sample else None,
                         pad_token_id=pad, eos_token_id=eos)
+                    self.on_progress()
                     for j, r in enumerate(chunk):
                         new = out[j, width:].tolist()
                         finish = "length"

@@ -55,6 +55,9 @@ class AnswerConfig:
     launcher: str = "local"  # ray: one engine per GPU (or CPU task) over the shards
     workers: int = 1  # shards run by the ray launcher
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to vllm.LLM as is
+    # Seconds without a finished request before the work in flight fails (eval.watchdog);
+    # generous, as one long reasoning request on a big model can take many minutes. 0: off.
+    stall_timeout: float = 1800.0
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -68,6 +71,9 @@ class AnswerConfig:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
         if not 0 <= self.temperature <= 5:
             raise ValueError(f"temperature={self.temperature} must lie in [0, 5]")
+        if self.stall_timeout < 0:
+            raise ValueError(f"stall_timeout={self.stall_timeout} must be >= 0 seconds (0 turns "
+                             "the watchdog off)")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must lie in (0, 1]")
         for name in ("max_tokens", "samples", "max_loras", "max_lora_rank", "workers",

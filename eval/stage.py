@@ -264,8 +264,6 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
 
 
 def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
-    from tqdm.auto import tqdm
-
     _check_existing(cfg)
     problems = load_problems(cfg.benchmark, cfg.problem_field, cfg.answer_field, cfg.id_field,
                              cfg.split, cfg.limit)
@@ -300,8 +298,30 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
         write_json(cfg.out / META_FILE, record)
         return summary
     from eval.backends import make_backend
+    from eval.watchdog import Watchdog
 
-    backend = make_backend(cfg)
+    in_flight = ["starting the engine"]
+    dog = Watchdog(cfg.stall_timeout, lambda: in_flight[0], cfg.out / LOG_FILE)
+    with dog:
+        try:
+            backend = make_backend(cfg)
+        except KeyboardInterrupt:
+            if not dog.fired:
+                raise
+            dog.acknowledge()
+            raise RuntimeError(dog.message) from None
+        backend.on_progress = dog.beat
+        _answer_pending(pending, backend, problems, kind, cfg, summary, provenance, record,
+                        dog, in_flight, progress)
+    _log_invocation(cfg, backend, summary)
+    return summary
+
+
+def _answer_pending(pending, backend, problems, kind, cfg, summary, provenance, record, dog,
+                    in_flight, progress) -> None:
+    """Answer the pending units batch by batch; a stalled batch fails (eval.watchdog)."""
+    from tqdm.auto import tqdm
+
     prompts = build_prompts(backend.tokenizer, problems, cfg)
     per_batch = cfg.adapters_per_batch or cfg.max_loras
     bar = tqdm(total=len(pending), desc=f"answering ({cfg.backend})", unit="model",
@@ -309,18 +329,29 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
     t0 = time.perf_counter()
     for start in range(0, len(pending), per_batch):
         batch = pending[start:start + per_batch]
-        _answer_batch(batch, backend, problems, prompts, kind, cfg, summary, provenance)
+        in_flight[0] = "answering " + ", ".join(f"{u.condition}/{u.model_id}" for u in batch)
+        dog.beat()
+        try:
+            _answer_batch(batch, backend, problems, prompts, kind, cfg, summary, provenance)
+        except KeyboardInterrupt:
+            if not dog.fired:
+                raise
+            dog.acknowledge()
+            for u in batch:
+                key = f"{u.condition}/{u.model_id}"
+                if key not in summary.done:
+                    summary.failed[key] = dog.message
+            break  # the engine may be wedged: leave the rest pending for a rerun
+        finally:
+            summary.seconds = time.perf_counter() - t0
         if summary.done and not (cfg.out / META_FILE).exists():
             # Recorded once something is answered: a run that failed before its first
             # answer (a wrong base, say) leaves nothing that would refuse the fixed rerun.
             write_json(cfg.out / META_FILE, record)
-        summary.seconds = time.perf_counter() - t0
         bar.update(len(batch))
         bar.set_postfix(tokens=summary.tokens, tok_s=f"{summary.tokens_per_s:.0f}",
                         failed=len(summary.failed))
     bar.close()
-    _log_invocation(cfg, backend, summary)
-    return summary
 
 
 def model_fingerprint(base: str) -> dict:
