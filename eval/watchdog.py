@@ -120,18 +120,29 @@ class Watchdog:
 
 
 class BeatBar:
-    """A stand-in for vLLM's progress bar that beats a watchdog per finished request.
+    """A stand-in for vLLM's progress bar that beats a watchdog on every bit of progress.
 
-    ``LLM.generate(use_tqdm=callable)`` builds its bar from the callable and calls
-    ``update`` whenever requests finish; this one draws nothing.
+    ``LLM.generate(use_tqdm=callable)`` calls the callable twice: around the prompts it
+    renders (``callable(iterable, desc=...)``, iterated) and as the bar of the engine
+    loop (``callable(total=...)``, whose ``update`` it calls as requests finish).  This
+    one draws nothing and beats on each item and each update.
     """
 
-    def __init__(self, beat: Callable[..., None], *args, **kwargs):
+    def __init__(self, beat: Callable[..., None], iterable=None, *args, **kwargs):
         self._beat = beat
+        self._iterable = iterable
         self._t0 = time.monotonic()
         self.n = 0
         self.total = kwargs.get("total")
         self.postfix = kwargs.get("postfix")
+
+    def __iter__(self):
+        for item in self._iterable if self._iterable is not None else ():
+            self._beat()
+            yield item
+
+    def __len__(self) -> int:
+        return len(self._iterable) if self._iterable is not None else int(self.total or 0)
 
     @property
     def format_dict(self) -> dict:

@@ -70,6 +70,12 @@ def test_beat_bar_is_what_vllm_needs():
     bar.postfix = "q"
     bar.refresh()
     bar.close()
+    # vLLM also wraps the prompts it renders: ``use_tqdm(iterable, desc=...)``
+    wrapped = BeatBar(lambda: beats.append(1), ["a", "b", "c"], desc="Rendering prompts")
+    assert len(wrapped) == 3 and list(wrapped) == ["a", "b", "c"] and len(beats) == 5
+    tqdm_utils = pytest.importorskip("vllm.utils.tqdm_utils")  # the way vLLM 0.32 calls it
+    assert list(tqdm_utils.maybe_tqdm([1, 2], use_tqdm=lambda *a, **kw: BeatBar(lambda: None, *a, **kw),
+                           desc="x")) == [1, 2]
 
 
 def test_a_stuck_unit_fails_with_the_reason_and_a_rerun_finishes(tiny, tmp_path, monkeypatch):
