@@ -76,7 +76,7 @@ def _simulated(out: Path, variants: int, seed: int, fresh: bool, progress: bool)
 
 
 def headline(run_dir: Path, fit) -> str:
-    """Accuracy at k=1 and the largest k per condition, the slopes and the gap."""
+    """Accuracy at k=1 and the largest k per condition, the slopes, the gaps and why."""
     import pandas as pd
 
     curve = pd.read_csv(Path(run_dir) / "votes" / "curve.csv")
@@ -90,7 +90,36 @@ def headline(run_dir: Path, fit) -> str:
             f"[{f.b_ci[0]:.4f}, {f.b_ci[1]:.4f}]"
         )
     if fit.comparison:
-        for g in fit.comparison["gaps"]:
+        c = fit.comparison
+        for g in c["gaps"]:
             lines.append(f"{'gap':>13}: collaboration - repetition at k={g['k']}: "
                          f"{g['gap']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]")
+        lo, hi = c["slope_diff_ci"]
+        lines.append(f"{'slope diff':>13}: b_collaboration - b_repetition over k="
+                     f"{c['k_range'][0]}..{c['k_range'][1]}: {c['slope_diff']:+.4f} "
+                     f"[{lo:+.4f}, {hi:+.4f}]")
+        why = _why(Path(run_dir) / "votes", c["gaps"][-1]["k"])
+        if why:
+            lines.append(f"{'why':>13}: {why}")
     return "\n".join(lines)
+
+
+def _why(votes_dir: Path, k: int) -> str:
+    """The diversity diagnostics in one line (ensemble.diversity), or "" without them."""
+    import json
+
+    import pandas as pd
+
+    try:
+        div = json.loads((votes_dir / "vote.json").read_text())["diversity"]
+        per_k = pd.read_csv(votes_dir / "diversity.csv")
+        col = div["collaboration"]["disagreement_different_models"]["value"]
+        rep = div["repetition"]["disagreement_same_model"]["value"]
+        icc = div["repetition"]["icc_model"]
+        n_eff = per_k[(per_k.condition == "repetition") & (per_k.k == k)]["n_eff"].iloc[0]
+    except (OSError, KeyError, TypeError, IndexError, ValueError):
+        return ""
+    return (f"two variants give different answers {col:.1%} of the time, two samples of one "
+            f"model {rep:.1%}; beyond difficulty a model's samples correlate rho={icc['value']:.3f} "
+            f"[{icc['ci_low']:.3f}, {icc['ci_high']:.3f}], so {k} of them are worth "
+            f"{n_eff:.1f} independent voters")

@@ -83,6 +83,11 @@ def test_demo_command_runs_and_reuses(tmp_path, monkeypatch):
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "collaboration: k=1" in r.output and "gap: collaboration - repetition" in r.output
+    assert "slope diff: b_collaboration - b_repetition over k=1.." in r.output
+    div = json.loads((out / "votes" / "vote.json").read_text())["diversity"]
+    same = div["repetition"]["disagreement_same_model"]["value"]
+    why = [line for line in r.output.splitlines() if line.strip().startswith("why:")]
+    assert len(why) == 1 and f"two samples of one model {same:.1%}" in why[0], r.output
     first = (out / "votes" / "curve.csv").read_bytes()
     stamps = {p: p.stat().st_mtime_ns for p in (out / "answers").rglob("*.parquet")}
     import ensemble.simulate
