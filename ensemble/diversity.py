@@ -220,10 +220,19 @@ def _ratio(num: np.ndarray, den: np.ndarray, idx: np.ndarray | None, level: floa
     value = float(num.sum() / den.sum())
     if idx is None or not len(idx):
         return Estimate(value, np.nan, np.nan)
-    boot = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+    return Estimate(value, *_interval(boot, level))
+
+
+def _interval(boot: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of the finite resamples (NaN, NaN if there are none)."""
+    boot = boot[np.isfinite(boot)]
+    if not len(boot):
+        return float("nan"), float("nan")
     a = (1 - level) / 2
-    lo, hi = np.nanquantile(boot, [a, 1 - a])
-    return Estimate(value, float(lo), float(hi))
+    lo, hi = np.quantile(boot, [a, 1 - a])
+    return float(lo), float(hi)
 
 
 def _mean_fraction(num, den, idx, level) -> Estimate | None:
@@ -259,9 +268,7 @@ def _difficulty_icc(pc: PairCounts, idx, level) -> Estimate | None:
     if idx is None or not len(idx):
         return Estimate(value, np.nan, np.nan)
     boot = stat(p[idx], both[idx])
-    a = (1 - level) / 2
-    lo, hi = np.nanquantile(boot, [a, 1 - a])
-    return Estimate(value, float(lo), float(hi))
+    return Estimate(value, *_interval(boot, level))
 
 
 def diversity(condition: str, pc: PairCounts, n_models: int, *, committees: str = "pool",

@@ -182,6 +182,8 @@ def diversity_figure(div: pd.DataFrame, meta: dict, path: Path) -> Path:
 def _est(e: dict | None, missing: str = "—") -> str:
     if not e:
         return missing
+    if e.get("value") is None:  # undefined on this data (e.g. every voter always right)
+        return "n/a"
     if e.get("ci_low") is None or not np.isfinite(e["ci_low"]):
         return f"{e['value']:.3f}"
     return f"{e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
@@ -238,7 +240,7 @@ def _diversity_reading(info: dict, div: pd.DataFrame | None, k: int | None) -> s
         out.append(f"Two variants give different answers to a problem {dc:.1%} of the time, "
                    f"two samples of one control model {ds:.1%}.")
     icc = rep.get("icc_model")
-    if icc:
+    if icc and icc.get("value") is not None:
         lo = icc.get("ci_low")
         sure = lo is not None and np.isfinite(lo) and lo > 0
         n_eff = None

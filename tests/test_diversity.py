@@ -221,3 +221,23 @@ def test_report_explains_the_comparison(tmp_path):
     assert "effective independent voters at k = 6" in text
     assert "Two variants give different answers to a problem" in text
     assert (tmp_path / "figures" / "diversity.png").stat().st_size > 10_000
+
+
+def test_undefined_statistics_render_without_failing(tmp_path):
+    """All voters right on every problem: correlations are 0/0, reported as n/a."""
+    from fits.report import diversity_section
+
+    rows = [("collaboration", f"v{v}", 0, f"p{i}", "1", "1") for i in range(4) for v in range(4)]
+    rows += [("repetition", f"v{m}", s, f"p{i}", "1", "1") for i in range(4) for m in range(2)
+             for s in range(3)]
+    df = pd.DataFrame(rows, columns=["condition", "model_id", "sample", "problem_id", "answer",
+                                     "gold"])
+    src = tmp_path / "a.csv"
+    df.to_csv(src, index=False)
+    run_vote(VoteConfig(input=src, out=tmp_path / "votes", bootstrap=20), progress=False)
+    meta = json.loads((tmp_path / "votes" / "vote.json").read_text())
+    assert meta["diversity"]["collaboration"]["icc_problem"]["value"] is None  # NaN -> null
+    assert meta["diversity"]["repetition"]["disagreement_same_model"]["value"] == 0.0
+    div = pd.read_csv(tmp_path / "votes" / "diversity.csv")
+    text = "\n".join(diversity_section(meta, div, 3))
+    assert "| correctness correlation set by the problem (difficulty) | n/a | n/a |" in text
