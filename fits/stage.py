@@ -280,9 +280,16 @@ def _holdout(grid, measured, boot, cfg: FitConfig):
 
 
 def gap_ks(grid: np.ndarray) -> list[int]:
-    """k = 1 (or the smallest), the geometric middle and the largest k of the grid."""
+    """k = 1 (or the smallest), the geometric middle and the largest k of the grid.
+
+    The middle is never k = 2 next to k = 1: two voters who disagree tie, a tie is
+    split, so without abstentions the expected accuracy at k = 2 equals the one at k = 1
+    exactly and its gap would repeat the k = 1 gap (a 1..6 grid gets 1, 3, 6).
+    """
+    grid = np.asarray(grid)
     lo, hi = int(grid[0]), int(grid[-1])
-    mid = int(grid[np.abs(np.log(grid) - 0.5 * (np.log(lo) + np.log(hi))).argmin()])
+    inner = grid[(grid != 2) | (lo != 1)]
+    mid = int(inner[np.abs(np.log(inner) - 0.5 * (np.log(lo) + np.log(hi))).argmin()])
     return sorted({lo, mid, hi})
 
 

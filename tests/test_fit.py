@@ -233,3 +233,22 @@ def test_paired_slope_ci_is_narrower_than_unpaired_on_correlated_conditions():
     ulo, uhi = percentile_ci((bc - br)[:, None], 0.95)
     assert lo <= fit.comparison["slope_diff"] <= hi
     assert (hi - lo) < 0.25 * (uhi[0] - ulo[0])
+
+
+def test_gap_ks_never_pick_two_as_the_middle():
+    """Majority of two with split ties has exactly the accuracy of one voter (when both
+    answer; an abstainer lets the other decide, the only difference)."""
+    import numpy as np
+
+    from ensemble import voting
+    from fits.stage import gap_ks
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # the fact the rule rests on, on random answer histograms
+        codes = rng.integers(0, 5, size=9)
+        W = voting.exact_matrix([voting.histogram(codes, 0)], np.array([1, 2]))
+        assert W[0, 0] == pytest.approx(W[0, 1], abs=1e-12)
+    assert gap_ks(np.arange(1, 7)) == [1, 3, 6]
+    assert gap_ks(np.arange(1, 17)) == [1, 4, 16]
+    assert gap_ks(np.array([1, 2, 3])) == [1, 3]
+    assert gap_ks(np.arange(2, 9)) == [2, 4, 8]  # k = 2 is fine when it is not beside k = 1
