@@ -165,11 +165,19 @@ def report(run_or_votes_dir, out):
 
 
 def _merge(config_file: Path | None, section: str, flags: dict) -> dict:
-    """Config-file keys overridden by the flags the user actually gave."""
+    """Config-file keys overridden by the flags the user actually gave.
+
+    ``base = "demo"`` (an experiment file's, or ``--base demo``) becomes the demo model's
+    directory, with the file's ``[pretrain]`` settings, as ``ensemble run`` resolves it.
+    """
+    from ensemble.experiment import DEMO_BASE, demo_base_path
     from eval.config import read_toml
 
     data = read_toml(config_file, section) if config_file else {}
     data.update({k: v for k, v in flags.items() if v is not None and v != ()})
+    if data.get("base") == DEMO_BASE:
+        whole = read_toml(config_file) if config_file else {}
+        data["base"] = demo_base_path(whole.get("pretrain") or {})
     return data
 
 

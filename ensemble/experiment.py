@@ -241,6 +241,14 @@ class ExperimentResult:
     headline: str
 
 
+def demo_base_path(pretrain: dict | None = None, progress: bool = True) -> str:
+    """``base = "demo"`` as a model directory: the shipped model for the default
+    ``[pretrain]`` settings, else pretrained (once) into :func:`cache_root`."""
+    from train_variants.pretrain import build_demo_base
+
+    return str(build_demo_base(cache_root() / "models", progress=progress, **(pretrain or {})))
+
+
 def resolve_base(cfg: ExperimentConfig, progress: bool = True) -> str:
     """The base model as a path or id both transformers and vLLM load.
 
@@ -248,9 +256,7 @@ def resolve_base(cfg: ExperimentConfig, progress: bool = True) -> str:
     :func:`cache_root`); other names are resolved by :mod:`ensemble.models`.
     """
     if cfg.base == DEMO_BASE:
-        from train_variants.pretrain import build_demo_base
-
-        return str(build_demo_base(cache_root() / "models", progress=progress, **cfg.pretrain))
+        return demo_base_path(cfg.pretrain, progress=progress)
     if Path(cfg.base).is_dir():  # a local checkpoint: nothing to resolve
         return cfg.base
     from ensemble.models import resolve_base as resolve

@@ -261,9 +261,9 @@ def _diversity_reading(info: dict, div: pd.DataFrame | None, k: int | None) -> s
 def _curve_table(curve: pd.DataFrame) -> str:
     conds = sorted(curve["condition"].unique())
     ks_all = sorted(curve["k"].unique())
-    kmax = max(ks_all)
-    ks = [k for k in TABLE_KS if k in ks_all and k <= kmax] + (
-        [kmax] if kmax not in TABLE_KS else [])
+    # The usual sizes, and every condition's largest k (where its comparison ends).
+    ks = [k for k in TABLE_KS if k in ks_all] + [
+        int(d["k"].max()) for _, d in curve.groupby("condition")]
     head = "| k | " + " | ".join(f"{c} (95% CI) | {c} pass@k" for c in conds) + " |"
     sep = "|---|" + "---|---|" * len(conds)
     lines = [head, sep]

@@ -197,3 +197,21 @@ def test_the_field_mapping_the_errors_name_is_a_flag(setup, tmp_path):
     assert res.exit_code == 1
     assert res.output == ("Error: limit=0 must be at least 1 (the first N pool rows); leave "
                           "it out to use the whole pool\n")
+
+
+def test_the_demo_experiment_file_works_in_the_stage_commands(tmp_path):
+    """`ensemble train configs/demo.toml` resolves base = "demo" as `ensemble run` does:
+    the shipped model for the default [pretrain] settings, and the same plan."""
+    from ensemble.experiment import ExperimentConfig, resolve_base
+    from train_variants.plan import make_plan, plan_lines
+    from train_variants.pretrain import SHIPPED
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
+    res = invoke("train", demo, "--plan-only", "--out", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    cfg = ExperimentConfig.from_toml(demo, out=str(tmp_path / "r"))
+    base = resolve_base(cfg, progress=False)
+    assert base == str(SHIPPED)
+    train = cfg.train_config(base)
+    assert res.output.splitlines() == list(plan_lines(make_plan(train), train.indices))
+    assert len(res.output.splitlines()) == 32
