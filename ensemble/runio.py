@@ -260,3 +260,46 @@ def versions() -> dict[str, str]:
 
     return {"ensemble": __version__, "numpy": numpy.__version__, "scipy": scipy.__version__,
             "pandas": pd.__version__}
+
+
+def absolute_paths(cfg, names: tuple[str, ...]):
+    """``cfg`` with its relative local paths among ``names`` made absolute.
+
+    Ray tasks do not run in the driver's working directory, so a relative run directory
+    (``out = "runs/x"``) or pool would be read and written somewhere else on every worker.
+    A field is converted when it is a :class:`~pathlib.Path` or a string naming a path
+    that exists here (a hub id or ``synthetic:...`` spec is left alone).
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class C:
+    ...     out: Path
+    ...     pool: str
+    >>> c = absolute_paths(C(Path("runs/x"), "synthetic:8"), ("out", "pool"))
+    >>> c.out.is_absolute(), c.pool
+    (True, 'synthetic:8')
+    """
+    import dataclasses
+
+    changes = {}
+    for name in names:
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        if path.is_absolute() or not (isinstance(value, Path) or path.exists()):
+            continue
+        changes[name] = path.resolve() if isinstance(value, Path) else str(path.resolve())
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def check_visible(path: Path, what: str) -> None:
+    """Raise when ``path`` (made on the driver) does not exist on this (worker) node."""
+    if not Path(path).is_dir():
+        import socket
+
+        raise ValueError(f"{what} {path} does not exist on node {socket.gethostname()}: every "
+                         "Ray node must see the run directory, so put it on a filesystem they "
+                         "all share (NFS, Lustre, a mounted bucket) and give its absolute path")

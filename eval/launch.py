@@ -30,18 +30,31 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     if cfg.shard != "0/1":
         raise ValueError(f"shard={cfg.shard!r} and launcher=ray conflict: the ray launcher "
                          "makes its own shards; drop --shard")
+    from ensemble.runio import absolute_paths
+
+    # Workers do not run in this directory: every path they get must be absolute.
+    cfg = absolute_paths(cfg, ("out", "adapters", "benchmark", "base"))
+    cfg.out.mkdir(parents=True, exist_ok=True)
     started = not ray.is_initialized()
     if started:
         ray.init(ignore_reinit_error=True, log_to_driver=False)
+    out = AnswerSummary()
+    parts = []
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
-        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)(_shard_task)
-        refs = [task.remote(cfg.to_dict(), i, cfg.workers) for i in range(cfg.workers)]
-        parts = ray.get(refs)
+        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
+                          max_retries=0)(_shard_task)
+        refs = {task.remote(cfg.to_dict(), i, cfg.workers): i for i in range(cfg.workers)}
+        # Each shard on its own: one failed shard must not discard the others' work.
+        for ref, i in refs.items():
+            try:
+                parts.append(ray.get(ref))
+            except Exception as exc:  # noqa: BLE001 - a lost node, a dead worker, an error
+                out.failed[f"shard {i}/{cfg.workers}"] = (
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}")
     finally:
         if started:
             ray.shutdown()
-    out = AnswerSummary()
     for p in parts:
         out.done += p.done
         out.skipped_done += p.skipped_done
@@ -53,5 +66,8 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
 
 
 def _shard_task(cfg_dict: dict, index: int, count: int) -> AnswerSummary:
+    from ensemble.runio import check_visible
+
     cfg = AnswerConfig.from_dict({**cfg_dict, "launcher": "local", "shard": f"{index}/{count}"})
+    check_visible(cfg.out, "the run directory")
     return run_answer(cfg, progress=False)

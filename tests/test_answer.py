@@ -373,18 +373,63 @@ def test_shards_together_equal_one_run(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_launcher_matches_the_local_run(tiny, tmp_path):
+def test_ray_launcher_matches_the_local_run(tiny, tmp_path, monkeypatch):
     pytest.importorskip("ray")
     from eval.launch import launch_answer
 
     local = _cfg(tiny, tmp_path / "local", repetition_samples=2)
     launch_answer(local, progress=False)
-    ray_cfg = _cfg(tiny, tmp_path / "ray", repetition_samples=2, launcher="ray", workers=2)
+    # A relative run directory: Ray workers do not run in this directory, so the
+    # launcher must hand them absolute paths (they would write elsewhere otherwise).
+    monkeypatch.chdir(tmp_path)
+    ray_cfg = _cfg(tiny, Path("ray"), repetition_samples=2, launcher="ray", workers=2)
     with pytest.raises(ValueError, match="shard='1/2' and launcher=ray conflict"):
         launch_answer(_cfg(tiny, tmp_path / "x", launcher="ray", shard="1/2"))
     summary = launch_answer(ray_cfg, progress=False)
     assert sorted(summary.done) == sorted(f"collaboration/v00{i}" for i in range(4)) + ["repetition/v000"]
     pd.testing.assert_frame_equal(_table(tmp_path / "local"), _table(tmp_path / "ray"))
+
+
+def test_one_failed_ray_shard_keeps_the_others(tiny, tmp_path, monkeypatch):
+    """A stand-in Ray whose shard 1 dies: shards 0 and 2 are still collected."""
+    import types
+
+    from eval import launch
+
+    calls = []
+
+    class Ref:
+        def __init__(self, fn, args):
+            self.fn, self.args = fn, args
+
+    def get(ref):
+        if ref.args[1] == 1:
+            raise RuntimeError("RayTaskError: worker died\nthe node was lost")
+        return launch.AnswerSummary(done=[f"collaboration/v00{ref.args[1]}"], tokens=5)
+
+    def remote(**opts):
+        calls.append(opts)
+        return lambda fn: types.SimpleNamespace(remote=lambda *a: Ref(fn, a))
+
+    fake = types.SimpleNamespace(is_initialized=lambda: True, cluster_resources=lambda: {},
+                                 remote=remote, get=get, shutdown=lambda: None)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tiny, Path("rel"), launcher="ray", workers=3)
+    summary = launch.launch_answer(cfg, progress=False)
+    assert summary.done == ["collaboration/v000", "collaboration/v002"]
+    assert summary.failed == {"shard 1/3": "RuntimeError: the node was lost"}
+    assert summary.tokens == 10
+    assert calls == [{"num_gpus": 0, "num_cpus": 1, "max_retries": 0}]  # no blind retries
+    assert (tmp_path / "rel").is_dir()
+
+
+def test_a_run_directory_a_worker_cannot_see_is_named(tmp_path):
+    from ensemble.runio import check_visible
+
+    with pytest.raises(ValueError, match=r"the run directory .*/nowhere does not exist on node "
+                       r".*: every Ray node must see the run directory"):
+        check_visible(tmp_path / "nowhere", "the run directory")
 
 
 # --- vLLM (in child processes) ---------------------------------------------------------

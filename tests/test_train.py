@@ -347,14 +347,16 @@ def test_killed_run_resumes_without_retraining(digit_base, zero_pool, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_launcher_matches_local(trained, tmp_path):
+def test_ray_launcher_matches_local(trained, tmp_path, monkeypatch):
     import ray
 
     from train_variants.stage import run_train
 
     cfg, _ = trained
-    ray_cfg = TrainConfig.from_dict({**cfg.to_dict(), "out": str(tmp_path / "ray"),
-                                     "launcher": "ray"})
+    # A relative run directory: Ray workers do not run in this directory, so the
+    # launcher must hand them absolute paths (they would write elsewhere otherwise).
+    monkeypatch.chdir(tmp_path)
+    ray_cfg = TrainConfig.from_dict({**cfg.to_dict(), "out": "ray", "launcher": "ray"})
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         summary = run_train(ray_cfg, progress=False)

@@ -45,6 +45,14 @@ def train_index(cfg_dict: dict, index: int, progress: bool = False) -> VariantRe
         return VariantResult(vp.id, "failed", error=f"{type(exc).__name__}: {exc}")
 
 
+def _ray_train_index(cfg_dict: dict, index: int) -> VariantResult:
+    """:func:`train_index` in a Ray task, after checking the run directory is visible."""
+    from ensemble.runio import check_visible
+
+    check_visible(cfg_dict["out"], "the run directory")
+    return train_index(cfg_dict, index)
+
+
 def _init_worker(slots, threads: int, device: str) -> None:
     # Runs first in each spawned worker, before torch is imported there: pin it to one
     # GPU (CUDA reads CUDA_VISIBLE_DEVICES at initialisation) or to its share of the cores.
@@ -137,8 +145,11 @@ def run_ray(cfg: TrainConfig, indices: list[int],
         on_gpu = bool(gpus) and cfg.device != "cpu"
         task = ray.remote(num_gpus=1 if on_gpu else 0,
                           num_cpus=1 if on_gpu else cfg.cpus_per_variant,
-                          max_retries=0)(train_index)
-        cfg_dict = cfg.to_dict()
+                          max_retries=0)(_ray_train_index)
+        from ensemble.runio import absolute_paths
+
+        # Workers do not run in this directory: every path they get must be absolute.
+        cfg_dict = absolute_paths(cfg, ("out", "pool", "base")).to_dict()
         pending = {task.remote(cfg_dict, i): i for i in indices}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
