@@ -93,6 +93,24 @@ def effective_rank(cfg: dict) -> int:
     return max([int(cfg.get("r", 0))] + [int(v) for v in pattern.values()])
 
 
+def layout_problem(cfg: dict, backend: str) -> str | None:
+    """Why ``backend`` cannot serve an adapter of this layout, or None.
+
+    PEFT 0.21 trains LoRA on fused MoE experts (3-D parameters, transformers 5's Qwen3-MoE
+    ``gate_up_proj`` / ``down_proj``) through ``target_parameters``, at rank 2r for
+    ``gate_up_proj``.  vLLM 0.32 loads such an adapter only in its own mixed MoE LoRA
+    format with per-request flags, so every unit would fail one by one after the engine
+    started; the HF backend (PEFT) serves it.
+    """
+    params = cfg.get("target_parameters") or []
+    if backend == "vllm" and params:
+        return (f"the adapter trains 3-D parameters (target_parameters = "
+                f"{', '.join(map(str, params))}: LoRA on fused MoE experts), which vLLM does "
+                "not serve from a PEFT adapter; answer with --backend hf, or train with "
+                "attention-only target_modules (q_proj, k_proj, v_proj, o_proj)")
+    return None
+
+
 def weights_problem(weights: Path, cfg: dict, base_names: set[str] | None) -> str | None:
     """Why an adapter's weights cannot be served, or None: checked before any engine.
 
@@ -157,7 +175,8 @@ def same_base(adapter_base: str, base: str) -> bool:
 
 
 def discover(adapters_dir: Path, base: str, max_lora_rank: int,
-             only: list[str] | None = None) -> tuple[list[Adapter], dict[str, str]]:
+             only: list[str] | None = None,
+             backend: str = "vllm") -> tuple[list[Adapter], dict[str, str]]:
     """Adapters under ``adapters_dir`` that can be served with ``base``.
 
     Returns
@@ -169,7 +188,8 @@ def discover(adapters_dir: Path, base: str, max_lora_rank: int,
         returned with ``problem`` set: its units fail with that reason and the others
         are answered.  A rank above
         ``max_lora_rank`` is an error for the whole run, not a skip: it is fixed by one
-        setting, so we say so before loading anything.
+        setting, so we say so before loading anything; so is, for ``backend="vllm"``, an
+        adapter on 3-D parameters (see :func:`layout_problem`).
     """
     adapters_dir = Path(adapters_dir)
     if not adapters_dir.is_dir():
@@ -203,6 +223,9 @@ def discover(adapters_dir: Path, base: str, max_lora_rank: int,
             skipped[d.name] = (f"trained on base {adapter_base!r}, not {base!r}; serve it with "
                                "its own base")
             continue
+        layout = layout_problem(cfg, backend)
+        if layout:
+            raise AdapterError(f"{d}: {layout}")
         rank = effective_rank(cfg)
         if rank > max_lora_rank:
             raise AdapterError(f"{d}: LoRA rank {rank} exceeds max_lora_rank={max_lora_rank}; "

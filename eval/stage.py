@@ -272,7 +272,8 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
         m != BASE_ID for m in cfg.repetition_model) or not cfg.repetition_model
     adapters, skipped = ([], {})
     if needs_adapters:
-        adapters, skipped = discover(cfg.adapters_dir, cfg.base, cfg.max_lora_rank)
+        adapters, skipped = discover(cfg.adapters_dir, cfg.base, cfg.max_lora_rank,
+                                     backend=cfg.backend)
     units = plan_units(cfg, adapters)
     mine = [u for i, u in enumerate(units) if i % cfg.shard_count == cfg.shard_index]
     summary = AnswerSummary(skipped_adapters=skipped)

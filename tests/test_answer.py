@@ -507,6 +507,31 @@ def test_vllm_run_with_a_truncated_adapter_answers_the_rest(tiny, tmp_path):
     assert done == ["v000", "v002", "v003"]
 
 
+def test_expert_lora_adapters_are_refused_for_vllm_before_any_engine(tiny, tmp_path):
+    """PEFT's MoE-expert layout (target_parameters, rank 2r for gate_up_proj): vLLM would
+    fail every unit after starting; say so once, with the fix, before loading anything."""
+    from eval.adapters import AdapterError
+
+    adapters = tmp_path / "adapters"
+    shutil.copytree(tiny["adapters"], adapters)
+    conf = adapters / "v001" / "adapter_config.json"
+    c = json.loads(conf.read_text())
+    conf.write_text(json.dumps({**c, "target_parameters": ["mlp.experts.gate_up_proj",
+                                                           "mlp.experts.down_proj"],
+                                "rank_pattern": {"gate_up_proj": 16}}))
+    with pytest.raises(AdapterError, match=r"v001: the adapter trains 3-D parameters "
+                       r"\(target_parameters = mlp.experts.gate_up_proj, mlp.experts.down_proj: "
+                       r"LoRA on fused MoE experts\), which vLLM does not serve"):
+        discover(adapters, tiny["base"], 32)
+    found, _ = discover(adapters, tiny["base"], 32, backend="hf")  # PEFT serves it
+    assert {a.model_id: a.rank for a in found}["v001"] == 16  # the effective rank
+    res = _cli("--base", tiny["base"], "--benchmark", tiny["bench"], "--out", tmp_path / "r",
+               "--adapters", adapters, "--backend", "vllm", "--max-lora-rank", 32)
+    assert res.exit_code == 1
+    assert "answer with --backend hf, or train with attention-only target_modules" in res.output
+    assert not (tmp_path / "r" / "answers").exists()  # refused before any engine
+
+
 def test_a_second_answering_process_for_the_same_shard_is_refused(tiny, tmp_path):
     import socket
 

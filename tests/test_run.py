@@ -187,6 +187,8 @@ def test_every_preset_parses_and_builds_its_stage_configs(name):
         assert train.variants >= 32 and answer.repetition_models >= 8
         assert answer.repetition_samples >= 6 and cfg.base == "demo" and not cfg.pretrain
     if name == "paper-aime24.toml":
+        # Expert (3-D) LoRA on the MoE base is 8 GB an adapter and vLLM cannot serve it.
+        assert set(train.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
         assert answer.repetition_samples == 200 and answer.backend == "vllm"
         assert train.launcher == "ray" and answer.launcher == "ray"
 
