@@ -419,3 +419,53 @@ def test_vllm_serves_the_trained_adapters(trained, tmp_path):
                                  do_sample=False, max_new_tokens=4)[0, len(p):].tolist()
             assert ids == ref, (vid, ids, ref)
         base = model.unload()
+
+
+def test_merge_unmerge_leaves_the_base_bit_identical(tmp_path):
+    """TRL's vLLM sync merges and unmerges every step; in bfloat16 that drifts the base
+    unless keep_base_exact restores it (issue 17, point 6)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from eval.tinymodel import build_tiny_model
+    from train_variants.trainer import keep_base_exact
+
+    path = build_tiny_model(tmp_path / "base")
+
+    def peft_model():
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16,
+                                                target_modules=["q_proj", "v_proj"]))
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)  # a trained adapter (B = 0 at init would be exact)
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer" in n}
+        return model, before
+
+    def cycles(model):
+        for _ in range(50):
+            model.merge_adapter()
+            model.unmerge_adapter()
+
+    drifting, before = peft_model()
+    cycles(drifting)
+    changed = sum(int((p != before[n]).sum()) for n, p in drifting.named_parameters()
+                  if n in before)
+    assert changed > 0  # the problem is real on this model
+
+    exact, before = peft_model()
+    assert keep_base_exact(exact) == 2 * len(exact.base_model.model.model.layers)
+    cycles(exact)
+    for n, p in exact.named_parameters():
+        if n in before:
+            assert torch.equal(p, before[n]), n
+    # merged weights are still what vLLM must receive: W + scale * B A
+    exact.merge_adapter()
+    layer = exact.base_model.model.model.layers[0].self_attn.q_proj
+    want = before[next(n for n in before if "layers.0.self_attn.q_proj" in n)].float() + \
+        layer.scaling["default"] * (layer.lora_B["default"].weight.float()
+                                    @ layer.lora_A["default"].weight.float())
+    torch.testing.assert_close(layer.base_layer.weight.float(), want, rtol=0.02, atol=0.02)

@@ -84,6 +84,42 @@ def wants_vllm(cfg: TrainConfig, device: str) -> bool:
 _BASE_CACHE: dict[tuple, tuple] = {}
 
 
+def keep_base_exact(model) -> int:
+    """Make ``model.unmerge_adapter()`` leave the frozen base weights bit-identical.
+
+    TRL's vLLM weight sync merges the adapter into the base, reads the merged weights and
+    unmerges them, every step.  ``W + BA - BA`` is not ``W`` in floating point (in
+    bfloat16, 100 round trips changed ~38% of a test base's weights), so adapters would
+    train on a drifting base and be served on the original, and a worker that trains
+    several variants from its cached base would carry the drift from one to the next.
+    This keeps a copy of every LoRA-wrapped base weight (on the CPU, so no accelerator
+    memory: attention-only targets of a 30B MoE are ~2 GB) and writes it back after each
+    unmerge.
+
+    Returns
+    -------
+    int
+        The number of base weights guarded.
+    """
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+    pristine = {name: m.get_base_layer().weight.detach().to("cpu", copy=True)
+                for name, m in layers.items()}
+    unmerge = model.unmerge_adapter
+
+    def unmerge_exactly(*args, **kwargs):
+        out = unmerge(*args, **kwargs)
+        with torch.no_grad():
+            for name, m in layers.items():
+                m.get_base_layer().weight.copy_(pristine[name])
+        return out
+
+    model.unmerge_adapter = unmerge_exactly
+    return len(pristine)
+
+
 def load_base(base: str, device: str, dtype: str):
     """The base model and tokenizer, loaded once per process and reused by every variant.
 
@@ -347,6 +383,8 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
                       init_lora_weights=_peft_init(vp.lora_init), bias="none",
                       task_type="CAUSAL_LM")
     model = get_peft_model(base, lora)
+    if vllm_used:
+        keep_base_exact(model)  # TRL's weight sync merges and unmerges every step
     try:
         init = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         dataset = build_dataset(plan, vp.index, cfg, tok)
