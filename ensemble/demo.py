@@ -119,7 +119,8 @@ def _why(votes_dir: Path, k: int) -> str:
         n_eff = per_k[(per_k.condition == "repetition") & (per_k.k == k)]["n_eff"].iloc[0]
     except (OSError, KeyError, TypeError, IndexError, ValueError):
         return ""
+    ci = (f" [{icc['ci_low']:.3f}, {icc['ci_high']:.3f}]" if icc.get("ci_low") is not None
+          else "")
     return (f"two variants give different answers {col:.1%} of the time, two samples of one "
-            f"model {rep:.1%}; beyond difficulty a model's samples correlate rho={icc['value']:.3f} "
-            f"[{icc['ci_low']:.3f}, {icc['ci_high']:.3f}], so {k} of them are worth "
-            f"{n_eff:.1f} independent voters")
+            f"model {rep:.1%}; beyond difficulty a model's samples correlate rho={icc['value']:.3f}"
+            f"{ci}, so {k} of them are worth {n_eff:.1f} independent voters")

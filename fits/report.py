@@ -179,7 +179,9 @@ def diversity_figure(div: pd.DataFrame, meta: dict, path: Path) -> Path:
     return path
 
 
-def _est(e: dict | None, missing: str = "—") -> str:
+def format_estimate(e: dict | None, missing: str = "—") -> str:
+    """``value [ci_low, ci_high]`` of a vote.json estimate; ``missing`` for None, "n/a" for an
+    undefined value, the value alone when there is no interval."""
     if not e:
         return missing
     if e.get("value") is None:  # undefined on this data (e.g. every voter always right)
@@ -203,7 +205,7 @@ def diversity_section(meta: dict, div: pd.DataFrame | None, k: int | None) -> li
              "| | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
 
     def row(label, key, missing="—"):
-        lines.append(f"| {label} | " + " | ".join(_est(info[c].get(key), missing)
+        lines.append(f"| {label} | " + " | ".join(format_estimate(info[c].get(key), missing)
                                                    for c in conds) + " |")
 
     row("two voters of different models give different answers", "disagreement_different_models")

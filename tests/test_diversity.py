@@ -241,3 +241,12 @@ def test_undefined_statistics_render_without_failing(tmp_path):
     div = pd.read_csv(tmp_path / "votes" / "diversity.csv")
     text = "\n".join(diversity_section(meta, div, 3))
     assert "| correctness correlation set by the problem (difficulty) | n/a | n/a |" in text
+
+
+def test_format_estimate_handles_every_shape():
+    from fits.report import format_estimate
+
+    assert format_estimate({"value": 0.25, "ci_low": 0.2, "ci_high": 0.3}) == "0.250 [0.200, 0.300]"
+    assert format_estimate({"value": 0.25, "ci_low": None, "ci_high": None}) == "0.250"
+    assert format_estimate({"value": None, "ci_low": None, "ci_high": None}) == "n/a"
+    assert format_estimate(None, "— (one answer per model)") == "— (one answer per model)"
