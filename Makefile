@@ -26,6 +26,8 @@ demo: $(STAMP)
 	$(BIN)/ensemble demo
 
 test: $(STAMP)
+	# the layers of docs/architecture.md (pyproject.toml [tool.importlinter])
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

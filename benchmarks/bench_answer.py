@@ -28,8 +28,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build(root: Path, n_adapters: int, problems: int, hidden: int, layers: int):
-    from eval.problems import synthetic_problems
-    from eval.tinymodel import build_tiny_model, make_lora_adapters
+    from ensemble.core.problems import synthetic_problems
+    from ensemble.testing import build_tiny_model, make_lora_adapters
 
     base = build_tiny_model(root / "base", hidden=hidden, layers=layers, heads=hidden // 32,
                             kv_heads=max(1, hidden // 64), intermediate=hidden * 2)
@@ -42,7 +42,8 @@ def build(root: Path, n_adapters: int, problems: int, hidden: int, layers: int):
 
 
 def requests_for(adapters, problems, prompts, cfg):
-    from eval.stage import Request, Unit, request_seed
+    from eval.answering import Unit, request_seed
+    from eval.backends import Request
 
     reqs = []
     for a in adapters:
@@ -82,8 +83,8 @@ def main() -> None:
     from eval.adapters import discover
     from eval.backends import HFBackend, VLLMBackend
     from eval.config import AnswerConfig
-    from eval.problems import load_problems
-    from eval.stage import build_prompts
+    from ensemble.core.problems import load_problems
+    from eval.answering import build_prompts
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

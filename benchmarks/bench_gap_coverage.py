@@ -22,7 +22,7 @@ Generative model (a population of LoRA-like variants of one base model)
   (n i.i.d. draws from pi_mp).
 
 Per-problem accuracies come from the exact committee estimator
-(``ensemble.voting.exact_matrix``), exactly as in the vote stage.
+(``ensemble.voting.estimators.exact_matrix``), exactly as in the vote stage.
 
 Truths
 ------
@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ensemble.voting import Histogram, exact_matrix  # noqa: E402
+from ensemble.voting.estimators import Histogram, exact_matrix  # noqa: E402
 from fits.intervals import METHODS, gap_interval  # noqa: E402
 
 

@@ -65,7 +65,7 @@ def main() -> None:
 
     from tests.train_helpers import build_digit_model, tiny_train_config, write_zero_pool
     from train_variants.config import TrainConfig
-    from train_variants.stage import run_train
+    from train_variants.training import run_train
 
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:

@@ -28,7 +28,7 @@ What is measured
   error at all: it averages over every one of the C(N, k) committees).
 * Scaling of the exact curve with voters and problems, each large case guarded by a
   time budget (one problem is timed first in a child process and extrapolated).
-* Large pools (``ensemble.voting_scale``): 100,000 voters x 30 problems x the k grid
+* Large pools (``ensemble.voting.scale``): 100,000 voters x 30 problems x the k grid
   log:40, both conditions, with 200 paired bootstrap resamples, run in a fresh child
   process for its wall time and peak resident memory, with the largest proven error
   bound; and, at 200 / 1,000 / 2,000 voters, the dispatcher ``accuracy_matrix`` and the
@@ -54,10 +54,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ensemble import bootstrap, voting, voting_scale  # noqa: E402
+from ensemble.core import bootstrap  # noqa: E402
+from ensemble.voting import estimators as voting, scale as voting_scale  # noqa: E402
 
 try:  # the committee-size grid parser, when the project has it
-    from ensemble.config import parse_k as _parse_k
+    from ensemble.voting.config import parse_k as _parse_k
 except ImportError:  # pragma: no cover - older checkouts
     _parse_k = None
 
@@ -443,7 +444,7 @@ def scale_section(cfg: dict, seed: int, number: int = 6) -> dict:
     """Section 6: large pools with voting_scale; returns the numbers for the summary."""
     V, P, spec, reps, eps = (cfg["big_voters"], cfg["big_problems"], "log:40",
                              cfg["big_reps"], cfg["eps"])
-    section(f"{number}. Large pools (ensemble.voting_scale): {V:,} voters x {P} problems x "
+    section(f"{number}. Large pools (ensemble.voting.scale): {V:,} voters x {P} problems x "
             f"{spec}, both conditions, {reps} paired bootstrap resamples")
     print(f"Run in a freshly spawned interpreter so ru_maxrss is this run's own peak; eps = "
           f"{eps:g}. Targets: < 60 s, < 3 GB, proven error bound <= 1e-9.")
@@ -551,7 +552,7 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", action="store_true",
                     help="also cProfile the headline exact pipeline (top 10 by cumulative time)")
     ap.add_argument("--scale", action="store_true",
-                    help="run only the large-pool section (ensemble.voting_scale)")
+                    help="run only the large-pool section (ensemble.voting.scale)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     scale_cfg = (dict(big_voters=10_000, big_problems=10, big_reps=200, eps=1e-13,
@@ -683,8 +684,8 @@ def main(argv=None) -> None:
         m = mc_res[cond]
         se = float(np.sqrt(np.mean((m.sd / np.sqrt(Bv)) ** 2)))
         for label, sel in ((f"{len(sub_k)} measured k", sub_i), (f"every k (1..{N})", slice(None))):
-            mx, rms = curve_errors(m.W.mean(axis=0)[sel], truth[sel])
-            pmx, prms = curve_errors(m.W[:, sel], truth_W[:, sel])
+            mx, rms = curve_errors(m.per_problem.mean(axis=0)[sel], truth[sel])
+            pmx, prms = curve_errors(m.per_problem[:, sel], truth_W[:, sel])
             rows.append([f"voting.monte_carlo B={Bv}", cond, label, f"{mx:.4f}", f"{rms:.4f}",
                          f"{pmx:.4f}", f"{prms:.4f}", f"{se:.4f}" if sel is not sub_i else "-"])
         rows.append(["exact", cond, f"every k (1..{N})", "0", "0", "0", "0", "0"])

@@ -9,6 +9,11 @@ from pathlib import Path
 import click
 
 from ensemble import __version__
+from ensemble.flags import config_options, merge
+from ensemble.voting.config import VoteConfig
+from eval.config import AnswerConfig
+from fits.config import FitConfig
+from train_variants.config import TrainConfig
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -72,39 +77,18 @@ def main():
 
 @main.command()
 @click.argument("input", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output directory [default: RUN/votes, or votes/ beside a file].")
-@click.option("--k", "k", default=None,
-              help="Committee sizes: 1:200, 1,2,4,8 or log:40 [default: every k].")
-@click.option("--estimator", type=click.Choice(["exact", "monte-carlo", "histogram-mc"]),
-              default="exact", show_default=True,
-              help="exact: every committee (a proved error bound past ~256 voters); "
-              "monte-carlo: committees shared by all problems (gives the committee spread); "
-              "histogram-mc: committees drawn from each problem's answer counts.")
-@click.option("--committees", type=int, default=1000, show_default=True,
-              help="Monte-Carlo committees per k.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--bootstrap", type=int, default=1000, show_default=True,
-              help="Bootstrap resamples over problems (0 to skip).")
-@click.option("--ci", type=float, default=0.95, show_default=True)
-@click.option("--canonical", type=click.Choice(["number", "math", "none"]), default="number",
-              show_default=True, help="Merge answers that are the same number written "
-              "differently; math: also math-verify-equivalent answers (slower).")
-@click.option("--force", is_flag=True, help="Replace votes of another input in --out.")
-def vote(input, out, k, estimator, committees, seed, bootstrap, ci, canonical, force):
+@config_options(VoteConfig, ("out", "k", "estimator", "committees", "seed", "bootstrap", "ci",
+                             "canonical", "force"), show_defaults=True)
+def vote(input, **flags):
     """Majority-vote accuracy versus committee size k for every condition in INPUT.
 
     INPUT is a run directory (answers/**.parquet) or one answers file
     (.parquet, .csv, .jsonl).
     """
-    from ensemble.vote import run_vote
+    from ensemble.voting.votes import run_vote
 
     try:
-        from ensemble.config import VoteConfig
-
-        cfg = VoteConfig(input=input, out=out, k=k, estimator=estimator,
-                         committees=committees, seed=seed, bootstrap=bootstrap, ci=ci,
-                         canonical=canonical, force=force)
+        cfg = VoteConfig(input=input, **flags)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = run_vote(cfg)
@@ -114,7 +98,7 @@ def vote(input, out, k, estimator, committees, seed, bootstrap, ci, canonical, f
     import numpy as np
 
     for name, c in result.conditions.items():
-        acc = c.W.mean(axis=0)
+        acc = c.per_problem.mean(axis=0)
         bound = np.nanmax(c.error_bound) if np.isfinite(c.error_bound).any() else None
         click.echo(f"{name}: {c.n_voters} voters, {len(result.problems)} problems, "
                    f"k=1 {acc[0]:.4f} -> k={int(c.ks[-1])} {acc[-1]:.4f}"
@@ -124,22 +108,13 @@ def vote(input, out, k, estimator, committees, seed, bootstrap, ci, canonical, f
 
 @main.command()
 @click.argument("votes_dir", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output directory [default: RUN/fits].")
-@click.option("--k-min", type=int, default=1, show_default=True,
-              help="Smallest k included in the fits.")
-@click.option("--bootstrap", type=int, default=None,
-              help="Bootstrap resamples [default: as many as the vote used].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--force", is_flag=True, help="Replace a fit of other votes in --out.")
-def fit(votes_dir, out, k_min, bootstrap, seed, force):
+@config_options(FitConfig, ("out", "k_min", "bootstrap", "seed", "force"), show_defaults=True)
+def fit(votes_dir, **flags):
     """Fit accuracy = a + b ln k per condition and compare the conditions."""
-    from ensemble.config import FitConfig
-    from fits.stage import run_fit
+    from fits.fitting import run_fit
 
     try:
-        cfg = FitConfig(votes=votes_dir, out=out, k_min=k_min, bootstrap=bootstrap, seed=seed,
-                        force=force)
+        cfg = FitConfig(votes=votes_dir, **flags)
         result = run_fit(cfg)
     except ValueError as exc:
         raise _fail(exc) from None
@@ -164,66 +139,20 @@ def report(run_or_votes_dir, out):
         click.echo(f"wrote {f}")
 
 
-def _merge(config_file: Path | None, section: str, flags: dict) -> dict:
-    """Config-file keys overridden by the flags the user actually gave.
-
-    ``base = "demo"`` (an experiment file's, or ``--base demo``) becomes the demo model's
-    directory, with the file's ``[pretrain]`` settings, as ``ensemble run`` resolves it.
-    """
-    from ensemble.experiment import DEMO_BASE, demo_base_path
-    from eval.config import read_toml
-
-    data = read_toml(config_file, section) if config_file else {}
-    data.update({k: v for k, v in flags.items() if v is not None and v != ()})
-    if data.get("base") == DEMO_BASE:
-        whole = read_toml(config_file) if config_file else {}
-        data["base"] = demo_base_path(whole.get("pretrain") or {})
-    return data
-
-
 @main.command()
 @click.argument("config_or_run", required=False, type=click.Path(path_type=Path))
-@click.option("--base", help="Base model: Hugging Face id or local path.")
-@click.option("--adapters", type=click.Path(path_type=Path),
-              help="Directory of PEFT adapters [default: RUN/variants].")
-@click.option("--benchmark", help="Problem file, preset (aime24, aime25, math500), "
-              "synthetic[:N][:dD][:sS], or dataset id.")
-@click.option("--out", type=click.Path(path_type=Path), help="Run directory.")
-@click.option("--backend", type=click.Choice(["vllm", "hf"]))
-@click.option("--condition", type=click.Choice(["collaboration", "repetition", "both"]))
-@click.option("--temperature", type=float)
-@click.option("--top-p", type=float)
-@click.option("--max-tokens", type=int)
-@click.option("--samples", type=int, help="Answers per variant per problem.")
-@click.option("--repetition-model", multiple=True, help="Model(s) for the control (adapter id or 'base').")
-@click.option("--repetition-models", type=int,
-              help="Control models spread over the variants when --repetition-model is not "
-              "given [default: 4].")
-@click.option("--repetition-samples", type=int, help="Samples per control model "
-              "[default: as many as there are variants].")
-@click.option("--seed", type=int)
-@click.option("--limit", type=int, help="Answer only the first N problems.")
-@click.option("--max-loras", type=int)
-@click.option("--stall-timeout", type=float, help="Seconds without a finished request before "
-              "the work in flight fails [default: 1800; 0: never].")
-@click.option("--max-lora-rank", type=int)
-@click.option("--problem-field")
-@click.option("--answer-field")
-@click.option("--id-field")
-@click.option("--shard", help="i/n: answer this share of the work units.")
-@click.option("--launcher", type=click.Choice(["local", "ray"]))
-@click.option("--workers", type=int, help="Shards (engines) for the ray launcher.")
-@click.option("--keep-text", is_flag=True, default=None, help="Store completions.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-              help="Weights dtype [default: auto, the checkpoint's own].")
+@config_options(AnswerConfig, (
+    "base", "adapters", "benchmark", "out", "backend", "condition", "temperature", "top_p",
+    "max_tokens", "samples", "repetition_model", "repetition_models", "repetition_samples",
+    "seed", "limit", "max_loras", "stall_timeout", "max_lora_rank", "problem_field",
+    "answer_field", "id_field", "shard", "launcher", "workers", "keep_text", "dtype"))
 def answer(config_or_run, **flags):
     """Collect every variant's answers (and the repetition control) on a benchmark.
 
     CONFIG_OR_RUN is a TOML config (its [answer] table, or the whole file) or a run
     directory holding config.toml; flags override it.
     """
-    from eval.config import AnswerConfig
-    from eval.launch import launch_answer
+    from eval.shards import launch_answer
 
     cfg_file = None
     if config_or_run is not None:
@@ -231,9 +160,8 @@ def answer(config_or_run, **flags):
         cfg_file = p / "config.toml" if p.is_dir() else p
         if p.is_dir() and flags.get("out") is None:
             flags["out"] = p
-    flags["repetition_model"] = list(flags["repetition_model"]) or None
     try:
-        cfg = AnswerConfig.from_dict(_merge(cfg_file, "answer", flags))
+        cfg = AnswerConfig.from_dict(merge(cfg_file, "answer", flags))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             summary = launch_answer(cfg)
@@ -297,7 +225,7 @@ def run(config, out, fresh):
     CONFIG is an experiment file (.toml) or a run directory (its config.toml). A run
     directory remembers its config and refuses a different one.
     """
-    from ensemble.experiment import ExperimentConfig, fresh_start, run_experiment
+    from ensemble.pipeline import ExperimentConfig, fresh_start, run_experiment
 
     try:
         cfg = ExperimentConfig.from_toml(config, out=str(out) if out else None)
@@ -311,23 +239,11 @@ def run(config, out, fresh):
 
 @main.command()
 @click.argument("config", required=False, type=click.Path(path_type=Path))
-@click.option("--base", help="Base model: Hugging Face id or local path.")
-@click.option("--pool", help="Training pool: .jsonl/.json/.parquet/.csv, dataset id, or "
-              "synthetic[:N][:dD][:sS].")
+@config_options(TrainConfig, ("base", "pool"))
 @click.option("--variants", help="Population size N, or a:b to train variants a..b-1.")
-@click.option("--out", type=click.Path(path_type=Path), help="Run directory.")
-@click.option("--steps", type=int, help="GRPO steps per variant.")
-@click.option("--lora-rank", type=int)
-@click.option("--mask-fraction", type=float, help="Share of the pool each variant drops.")
-@click.option("--seed", type=int, help="Experiment seed.")
-@click.option("--problem-field", help="Pool field holding the problem text [default: problem].")
-@click.option("--answer-field", help="Pool field holding the answer [default: answer].")
-@click.option("--id-field", help="Pool field holding a stable id [default: id].")
-@click.option("--split", help="Dataset split of a hub pool [default: train].")
-@click.option("--limit", type=int, help="Use only the first N pool rows.")
-@click.option("--launcher", type=click.Choice(["local", "ray"]))
-@click.option("--workers", type=int, help="Local worker processes (one per GPU).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@config_options(TrainConfig, (
+    "out", "steps", "lora_rank", "mask_fraction", "seed", "problem_field", "answer_field",
+    "id_field", "split", "limit", "launcher", "workers", "device"))
 @click.option("--plan-only", is_flag=True, help="Print the plan as JSON lines; train nothing.")
 def train(config, variants, plan_only, **flags):
     """Train a population of LoRA variants of one base with one GRPO recipe.
@@ -335,7 +251,7 @@ def train(config, variants, plan_only, **flags):
     CONFIG is a TOML file (its [train] table, or the whole file) or a run directory
     holding config.toml; flags override it.  Finished variants are skipped.
     """
-    from train_variants.config import TrainConfig, parse_variants
+    from train_variants.config import parse_variants
 
     cfg_file = None
     if config is not None:
@@ -345,14 +261,14 @@ def train(config, variants, plan_only, **flags):
     try:
         if variants is not None:
             flags["first"], flags["variants"] = parse_variants(variants)
-        cfg = TrainConfig.from_dict(_merge(cfg_file, "train", flags))
+        cfg = TrainConfig.from_dict(merge(cfg_file, "train", flags))
         if plan_only:
             from train_variants.plan import make_plan, plan_lines
 
             for line in plan_lines(make_plan(cfg), cfg.indices):
                 click.echo(line)
             return
-        from train_variants.stage import run_train
+        from train_variants.training import run_train
 
         summary = run_train(cfg, progress=True)
     except (ValueError, ImportError) as exc:
@@ -379,14 +295,13 @@ def pretrain(config, seed, steps, fresh):
     settings return the shipped model at once; others pretrain into the model cache
     ($ENSEMBLE_CACHE/models or ~/.cache/ensemble/models), a few minutes on 2 cores.
     """
-    from ensemble.experiment import cache_root
+    from ensemble.core.config import read_toml
+    from ensemble.core.models import cache_root
     from train_variants.pretrain import build_demo_base
 
     try:
         data: dict = {}
         if config is not None:
-            from eval.config import read_toml
-
             whole = read_toml(config)
             data = dict(whole.get("pretrain") or {})
             seed = whole.get("seed") if seed is None else seed
@@ -407,7 +322,7 @@ def pretrain(config, seed, steps, fresh):
 @click.argument("run", type=click.Path(path_type=Path))
 def status(run):
     """List a run's variants: done, running, interrupted, failed or pending."""
-    from train_variants.stage import variant_status
+    from train_variants.training import variant_status
 
     try:
         rows = variant_status(run)

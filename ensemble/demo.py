@@ -17,7 +17,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ensemble.config import FitConfig, VoteConfig
+from ensemble.core.rundir import RunDir
+from ensemble.voting.config import VoteConfig
+from fits.config import FitConfig
 
 DEMO_CONFIG = Path(__file__).with_name("demo.toml")
 
@@ -32,7 +34,7 @@ class DemoResult:
 
 def demo_config(out: Path | None = None, variants: int | None = None, seed: int | None = None):
     """The embedded default experiment, with the demo command's overrides."""
-    from ensemble.experiment import ExperimentConfig
+    from ensemble.pipeline import ExperimentConfig
 
     if variants is not None and variants < 2:
         raise ValueError(f"variants={variants}: voting needs at least 2 voters")
@@ -47,7 +49,7 @@ def run_demo(out: Path | None = None, variants: int | None = None, seed: int | N
     if simulated:
         return _simulated(Path(out or "runs/demo-simulated"), variants or 32, seed or 0,
                           fresh, progress)
-    from ensemble.experiment import fresh_start, run_experiment
+    from ensemble.pipeline import fresh_start, run_experiment
 
     cfg = demo_config(out, variants, seed)
     if fresh:
@@ -58,69 +60,18 @@ def run_demo(out: Path | None = None, variants: int | None = None, seed: int | N
 
 def _simulated(out: Path, variants: int, seed: int, fresh: bool, progress: bool) -> DemoResult:
     from ensemble.simulate import SimConfig, simulate_answers, write_run_answers
-    from ensemble.vote import run_vote
-    from fits.report import write_report
-    from fits.stage import run_fit
+    from ensemble.voting.votes import run_vote
+    from fits.fitting import run_fit
+    from fits.report import headline, write_report
 
     if variants < 2:
         raise ValueError(f"variants={variants}: voting needs at least 2 voters")
     if fresh and out.exists():
         shutil.rmtree(out)
-    if not (out / "answers").is_dir():
+    if not RunDir(out).answers.is_dir():
         table = simulate_answers(SimConfig(variants=variants, samples=variants, seed=seed))
         write_run_answers(table, out)
     run_vote(VoteConfig(input=out, seed=seed), progress=progress)
-    fit = run_fit(FitConfig(votes=out / "votes", seed=seed))
+    fit = run_fit(FitConfig(votes=RunDir(out).votes.path, seed=seed))
     report = write_report(out)
     return DemoResult(out, fit, report, headline(out, fit))
-
-
-def headline(run_dir: Path, fit) -> str:
-    """Accuracy at k=1 and the largest k per condition, the slopes, the gaps and why."""
-    import pandas as pd
-
-    curve = pd.read_csv(Path(run_dir) / "votes" / "curve.csv")
-    lines = []
-    for cond, d in curve.groupby("condition"):
-        first, last = d.iloc[0], d.iloc[-1]
-        f = fit.conditions[cond].log
-        lines.append(
-            f"{cond:>13}: k=1 {first.accuracy:.3f}  k={int(last.k)} {last.accuracy:.3f} "
-            f"[{last.ci_low:.3f}, {last.ci_high:.3f}]  slope b={f.b:.4f} "
-            f"[{f.b_ci[0]:.4f}, {f.b_ci[1]:.4f}]"
-        )
-    if fit.comparison:
-        c = fit.comparison
-        for g in c["gaps"]:
-            lines.append(f"{'gap':>13}: collaboration - repetition at k={g['k']}: "
-                         f"{g['gap']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]")
-        lo, hi = c["slope_diff_ci"]
-        lines.append(f"{'slope diff':>13}: b_collaboration - b_repetition over k="
-                     f"{c['k_range'][0]}..{c['k_range'][1]}: {c['slope_diff']:+.4f} "
-                     f"[{lo:+.4f}, {hi:+.4f}]")
-        why = _why(Path(run_dir) / "votes", c["gaps"][-1]["k"])
-        if why:
-            lines.append(f"{'why':>13}: {why}")
-    return "\n".join(lines)
-
-
-def _why(votes_dir: Path, k: int) -> str:
-    """The diversity diagnostics in one line (ensemble.diversity), or "" without them."""
-    import json
-
-    import pandas as pd
-
-    try:
-        div = json.loads((votes_dir / "vote.json").read_text())["diversity"]
-        per_k = pd.read_csv(votes_dir / "diversity.csv")
-        col = div["collaboration"]["disagreement_different_models"]["value"]
-        rep = div["repetition"]["disagreement_same_model"]["value"]
-        icc = div["repetition"]["icc_model"]
-        n_eff = per_k[(per_k.condition == "repetition") & (per_k.k == k)]["n_eff"].iloc[0]
-    except (OSError, KeyError, TypeError, IndexError, ValueError):
-        return ""
-    ci = (f" [{icc['ci_low']:.3f}, {icc['ci_high']:.3f}]" if icc.get("ci_low") is not None
-          else "")
-    return (f"two variants give different answers {col:.1%} of the time, two samples of one "
-            f"model {rep:.1%}; beyond difficulty a model's samples correlate rho={icc['value']:.3f}"
-            f"{ci}, so {k} of them are worth {n_eff:.1f} independent voters")

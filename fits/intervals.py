@@ -54,7 +54,7 @@ Methods (``method=``):
     data's regime (see ``docs/results_gap_coverage.md``).
 
 The bootstrap methods draw problems and control models with
-``ensemble.bootstrap.problem_resamples`` and ``model_resamples``, the same streams the
+``ensemble.core.bootstrap.problem_resamples`` and ``model_resamples``, the same streams the
 vote and fit stages use, so every interval of a run resamples alike.
 """
 
@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ensemble.bootstrap import ci_sources, model_resamples, problem_resamples, resample_counts
+from ensemble.core.bootstrap import ci_sources, model_resamples, problem_resamples, resample_counts
 
 __all__ = [
     "METHODS",
@@ -542,7 +542,7 @@ def gap_interval(wc, wr, level: float = 0.95, method: str = "auto", reps: int = 
     * ``percentile``: paired bootstrap of ``mean_p d_p`` over problems (Efron &
       Tibshirani 1993, ch. 13).
     * ``two_stage_percentile``: problems and models resampled independently
-      (``ensemble.bootstrap.problem_resamples`` and ``model_resamples``).
+      (``ensemble.core.bootstrap.problem_resamples`` and ``model_resamples``).
     * ``bca``: two-stage resamples, bias correction from the share of resampled gaps
       below the estimate (ties count half), acceleration from the jackknife
       influence values of problems and models together (Efron 1987; DiCiccio &

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble.config import FitConfig
-from ensemble.runio import atomic_path, write_text
-from fits.stage import FitResult, Votes, fit_votes, load_votes
+from ensemble.core.files import atomic_path, write_text
+from ensemble.core.rundir import FIT_FILE, RunDir, VotesDir, votes_dir_of
+from fits.fitting import FitResult, Votes, load_votes
 
 COLORS = {"collaboration": "#1f77b4", "repetition": "#d62728"}
 TABLE_KS = (1, 2, 4, 8, 16, 32, 64, 128, 198, 256, 512, 1024)
@@ -24,21 +24,17 @@ class Report:
     fit: FitResult
 
 
-def _votes_dir(path: Path) -> Path:
-    path = Path(path)
-    return path / "votes" if (path / "votes").is_dir() else path
-
-
 def load_fit(votes: Votes, votes_dir: Path) -> FitResult:
-    """The fit of these votes: ``fits/fit.json`` when it was fitted to them, else in memory.
+    """The fit of these votes, read from ``fits/fit.json`` beside them.
 
-    A report renders fit.json, it does not refit: the numbers in the report are the
+    A report renders fit.json, it never refits: the numbers in the report are the
     numbers in the file.  A fit.json made from other votes (the votes were redone since)
     is refused rather than shown beside a table it does not describe.
     """
-    fit_json = votes_dir.parent / "fits" / "fit.json"
+    fit_json = VotesDir(Path(votes_dir)).fits / FIT_FILE
     if not fit_json.exists():
-        return fit_votes(votes, FitConfig(votes=votes_dir))
+        raise ValueError(f"{fit_json} does not exist: a report renders the fit of its votes; "
+                         f"run `ensemble fit {votes_dir}` first")
     try:
         data = json.loads(fit_json.read_text())
         fit = FitResult.from_dict(data)
@@ -121,7 +117,7 @@ def diversity_figure(div: pd.DataFrame, meta: dict, path: Path) -> Path:
 
     Left: how often two voters give different answers, two variants against two samples
     of one model.  Middle: the effective number of independent voters
-    (``ensemble.diversity``) against k, with k itself for reference.  Right: pass@k -
+    (``ensemble.voting.diversity``) against k, with k itself for reference.  Right: pass@k -
     accuracy with its CI, what a better aggregation rule could still win from the same
     answers.
     """
@@ -198,7 +194,7 @@ def diversity_section(meta: dict, div: pd.DataFrame | None, k: int | None) -> li
         return []
     conds = sorted(info)
     lines = ["## Why: how differently the voters answer", "",
-             "From the same answers (`ensemble.diversity`; CIs resample problems). "
+             "From the same answers (`ensemble.voting.diversity`; CIs resample problems). "
              "Correlations are of being right or wrong; \"given the problem\" means the "
              "problem's difficulty is conditioned away, so what remains is what samples of "
              "one model share and variants of a population do not.", "",
@@ -400,20 +396,65 @@ def write_report(path: Path, out: Path | None = None) -> Report:
     The report goes to the run directory (the parent of ``votes/``) unless ``out``
     names another directory.
     """
-    votes_dir = _votes_dir(Path(path))
-    votes = load_votes(votes_dir)
-    fit = load_fit(votes, votes_dir)
-    root = Path(out) if out is not None else votes_dir.parent
-    figs = [scaling_figure(votes, fit, root / "figures" / "scaling.png")]
-    voters_csv = votes_dir / "voters.csv"
-    if voters_csv.exists():
-        figs.append(voter_histogram(pd.read_csv(voters_csv), root / "figures" / "voter_accuracy.png"))
+    vd = votes_dir_of(Path(path))
+    votes = load_votes(vd.path)
+    fit = load_fit(votes, vd.path)
+    run = RunDir(out) if out is not None else RunDir(vd.path.parent)
+    figs = [scaling_figure(votes, fit, run.figures / "scaling.png")]
+    if vd.voters.exists():
+        figs.append(voter_histogram(pd.read_csv(vd.voters), run.figures / "voter_accuracy.png"))
     div = None
-    div_csv = votes_dir / "diversity.csv"
-    if div_csv.exists() and votes.meta.get("diversity"):
-        div = pd.read_csv(div_csv)
+    if vd.diversity.exists() and votes.meta.get("diversity"):
+        div = pd.read_csv(vd.diversity)
         figs.append(diversity_figure(div, votes.meta["diversity"],
-                                     root / "figures" / "diversity.png"))
-    report = root / "report.md"
-    write_text(report, render_markdown(votes, fit, figs, root, div))
+                                     run.figures / "diversity.png"))
+    report = run.report
+    write_text(report, render_markdown(votes, fit, figs, run.root, div))
     return Report(report, figs, fit)
+
+
+def headline(run_dir: Path, fit) -> str:
+    """What a run found, in a few lines: accuracy at k = 1 and the largest k per condition,
+    the slopes, the gaps and why (``ensemble run`` and ``ensemble demo`` print it)."""
+    votes = RunDir(run_dir).votes
+    curve = pd.read_csv(votes.curve_csv)
+    lines = []
+    for cond, d in curve.groupby("condition"):
+        first, last = d.iloc[0], d.iloc[-1]
+        f = fit.conditions[cond].log
+        lines.append(
+            f"{cond:>13}: k=1 {first.accuracy:.3f}  k={int(last.k)} {last.accuracy:.3f} "
+            f"[{last.ci_low:.3f}, {last.ci_high:.3f}]  slope b={f.b:.4f} "
+            f"[{f.b_ci[0]:.4f}, {f.b_ci[1]:.4f}]"
+        )
+    if fit.comparison:
+        c = fit.comparison
+        for g in c["gaps"]:
+            lines.append(f"{'gap':>13}: collaboration - repetition at k={g['k']}: "
+                         f"{g['gap']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]")
+        lo, hi = c["slope_diff_ci"]
+        lines.append(f"{'slope diff':>13}: b_collaboration - b_repetition over k="
+                     f"{c['k_range'][0]}..{c['k_range'][1]}: {c['slope_diff']:+.4f} "
+                     f"[{lo:+.4f}, {hi:+.4f}]")
+        why = _why(votes, c["gaps"][-1]["k"])
+        if why:
+            lines.append(f"{'why':>13}: {why}")
+    return "\n".join(lines)
+
+
+def _why(votes: VotesDir, k: int) -> str:
+    """The diversity diagnostics in one line (ensemble.voting.diversity), or "" without them."""
+    try:
+        div = json.loads(votes.meta.read_text())["diversity"]
+        per_k = pd.read_csv(votes.diversity)
+        col = div["collaboration"]["disagreement_different_models"]["value"]
+        rep = div["repetition"]["disagreement_same_model"]["value"]
+        icc = div["repetition"]["icc_model"]
+        n_eff = per_k[(per_k.condition == "repetition") & (per_k.k == k)]["n_eff"].iloc[0]
+    except (OSError, KeyError, TypeError, IndexError, ValueError):
+        return ""
+    ci = (f" [{icc['ci_low']:.3f}, {icc['ci_high']:.3f}]" if icc.get("ci_low") is not None
+          else "")
+    return (f"two variants give different answers {col:.1%} of the time, two samples of one "
+            f"model {rep:.1%}; beyond difficulty a model's samples correlate rho={icc['value']:.3f}"
+            f"{ci}, so {k} of them are worth {n_eff:.1f} independent voters")

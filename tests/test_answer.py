@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from ensemble.cli import main
-from ensemble.runio import read_parquet_metadata
+from ensemble.core.files import read_parquet_metadata
 from eval.adapters import Adapter, discover
 from eval.config import AnswerConfig
-from eval.problems import synthetic_problems
-from eval.stage import BASE_ID, build_prompts, plan_units, request_seed, run_answer
-from eval.tinymodel import build_tiny_model, make_lora_adapters
+from ensemble.core.problems import synthetic_problems
+from eval.answering import BASE_ID, build_prompts, plan_units, request_seed, run_answer
+from ensemble.testing import build_tiny_model, make_lora_adapters
 from tests.helpers import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -375,7 +375,7 @@ def test_shards_together_equal_one_run(tiny, tmp_path):
 @pytest.mark.slow
 def test_ray_launcher_matches_the_local_run(tiny, tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    from eval.launch import launch_answer
+    from eval.shards import launch_answer
 
     local = _cfg(tiny, tmp_path / "local", repetition_samples=2)
     launch_answer(local, progress=False)
@@ -394,7 +394,7 @@ def test_one_failed_ray_shard_keeps_the_others(tiny, tmp_path, monkeypatch):
     """A stand-in Ray whose shard 1 dies: shards 0 and 2 are still collected."""
     import types
 
-    from eval import launch
+    from eval import shards as launch
 
     calls = []
 
@@ -425,7 +425,7 @@ def test_one_failed_ray_shard_keeps_the_others(tiny, tmp_path, monkeypatch):
 
 
 def test_a_run_directory_a_worker_cannot_see_is_named(tmp_path):
-    from ensemble.runio import check_visible
+    from ensemble.core.files import check_visible
 
     with pytest.raises(ValueError, match=r"the run directory .*/nowhere does not exist on node "
                        r".*: every Ray node must see the run directory"):

@@ -1,11 +1,11 @@
-"""ensemble.bootstrap: problem and control-model resamples, resampled means."""
+"""ensemble.core.bootstrap: problem and control-model resamples, resampled means."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ensemble.bootstrap import (model_resamples, problem_resamples, resample_counts,
+from ensemble.core.bootstrap import (model_resamples, problem_resamples, resample_counts,
                                 resampled_means, resampled_model_means)
 
 

@@ -1,4 +1,4 @@
-"""Tests of ensemble.canonical: one string per value, and its effect on voting."""
+"""Tests of ensemble.core.canonical: one string per value, and its effect on voting."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble.canonical import CANONICAL_MODES, canonical_number, canonicalize
-from ensemble.voting import exact_accuracy, histogram
+from ensemble.core.canonical import CANONICAL_MODES, canonical_number, canonicalize
+from ensemble.voting.estimators import exact_accuracy, histogram
 
 
 def _canon(answers, gold="0", problem="p", mode="number"):
@@ -185,7 +185,7 @@ def test_importing_the_module_does_not_import_torch_or_math_verify():
     import subprocess
     import sys
 
-    code = ("import sys, ensemble.canonical; "
+    code = ("import sys, ensemble.core.canonical; "
             "print(any(m in sys.modules for m in ('torch', 'math_verify', 'sympy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

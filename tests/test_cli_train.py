@@ -202,7 +202,7 @@ def test_the_field_mapping_the_errors_name_is_a_flag(setup, tmp_path):
 def test_the_demo_experiment_file_works_in_the_stage_commands(tmp_path):
     """`ensemble train configs/demo.toml` resolves base = "demo" as `ensemble run` does:
     the shipped model for the default [pretrain] settings, and the same plan."""
-    from ensemble.experiment import ExperimentConfig, resolve_base
+    from ensemble.pipeline import ExperimentConfig, resolve_base
     from train_variants.plan import make_plan, plan_lines
     from train_variants.pretrain import SHIPPED
 
@@ -210,7 +210,7 @@ def test_the_demo_experiment_file_works_in_the_stage_commands(tmp_path):
     res = invoke("train", demo, "--plan-only", "--out", tmp_path / "r")
     assert res.exit_code == 0, res.output
     cfg = ExperimentConfig.from_toml(demo, out=str(tmp_path / "r"))
-    base = resolve_base(cfg, progress=False)
+    base = resolve_base(cfg.base, cfg.pretrain, progress=False)
     assert base == str(SHIPPED)
     train = cfg.train_config(base)
     assert res.output.splitlines() == list(plan_lines(make_plan(train), train.indices))

@@ -195,7 +195,7 @@ def _unequal_repetition(tmp_path):
 
 def _own_exact(df, model, ks):
     """Each model's curve from its own samples only, independently of the vote stage."""
-    from ensemble import voting
+    from ensemble.voting import estimators as voting
 
     rows = df[(df.condition == "repetition") & (df.model_id == model)]
     out = []
@@ -271,7 +271,7 @@ def test_several_control_models_ci_includes_their_choice(tmp_path):
     mean = long.groupby(["problem_id", "k"])["accuracy"].mean()
     np.testing.assert_allclose(avg.sort_index(), mean.sort_index(), atol=1e-15)
     # Resampling models as well as problems widens the CI against problems alone.
-    from ensemble.bootstrap import percentile_ci, problem_resamples, resampled_means
+    from ensemble.core.bootstrap import percentile_ci, problem_resamples, resampled_means
 
     curve = pd.read_csv(tmp_path / "r" / "votes" / "curve.csv")
     rep_curve = curve[curve.condition == "repetition"].set_index("k")
@@ -300,7 +300,7 @@ def test_out_that_is_a_file_or_a_foreign_directory_is_refused_before_reading(tmp
 def test_interrupted_revote_leaves_the_old_set_whole(tmp_path, monkeypatch):
     """A vote killed while writing its files leaves the previous votes untouched: readers
     never see a curve of one input beside per-problem rows of another."""
-    from ensemble import vote as vote_mod
+    from ensemble.voting import votes as vote_mod
 
     small = write_csv(small_table(), tmp_path / "small.csv")
     big = write_csv(small_table(problems=20, variants=16, samples=16), tmp_path / "big.csv")
@@ -353,7 +353,7 @@ def test_absurd_k_is_one_line_not_an_allocation(tmp_path):
 
 
 def test_an_internal_error_prints_its_traceback_and_asks_for_a_report(tmp_path, monkeypatch):
-    from ensemble import vote as vote_mod
+    from ensemble.voting import votes as vote_mod
 
     def broken(*a, **kw):
         raise KeyError("boom")

@@ -1,4 +1,4 @@
-"""ensemble.diversity: pair counts against brute force, hand cases, and a simulation with a
+"""ensemble.voting.diversity: pair counts against brute force, hand cases, and a simulation with a
 known intraclass correlation; and the diagnostics in the vote stage's outputs."""
 
 import itertools
@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble.bootstrap import problem_resamples
-from ensemble.config import VoteConfig
-from ensemble.diversity import diversity, pair_counts
-from ensemble.vote import run_vote
+from ensemble.core.bootstrap import problem_resamples
+from ensemble.voting.config import VoteConfig
+from ensemble.voting.diversity import diversity, pair_counts
+from ensemble.voting.votes import run_vote
 
 
 def brute(codes, gold, groups):
@@ -207,12 +207,15 @@ def test_vote_writes_the_diagnostics(tmp_path):
 
 
 def test_report_explains_the_comparison(tmp_path):
+    from fits.config import FitConfig
+    from fits.fitting import run_fit
     from fits.report import write_report
 
     df = answers_table(np.random.default_rng(2))
     src = tmp_path / "answers.csv"
     df.to_csv(src, index=False)
     run_vote(VoteConfig(input=src, out=tmp_path / "votes", bootstrap=50), progress=False)
+    run_fit(FitConfig(votes=tmp_path / "votes"))
     rep = write_report(tmp_path / "votes")
     text = rep.path.read_text()
     assert "## Why: how differently the voters answer" in text

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from ensemble.cli import main
 from ensemble.simulate import write_run_answers
-from ensemble.config import FitConfig
+from fits.config import FitConfig
 from fits.scaling import fit_grid, log_fit, log_fit_many, saturating_fit
-from fits.stage import Votes, fit_votes
+from fits.fitting import Votes, fit_votes
 from tests.helpers import small_table
 
 
@@ -203,7 +203,7 @@ def test_fit_k_min_and_errors(tmp_path):
 
 def test_bootstrap_ci_covers_truth_in_simulation():
     """Percentile CIs of the mean over problems cover the population value ~95% of the time."""
-    from ensemble.bootstrap import percentile_ci, problem_resamples, resampled_means
+    from ensemble.core.bootstrap import percentile_ci, problem_resamples, resampled_means
 
     rng = np.random.default_rng(0)
     hits, trials = 0, 200
@@ -215,7 +215,7 @@ def test_bootstrap_ci_covers_truth_in_simulation():
 
 
 def test_paired_slope_ci_is_narrower_than_unpaired_on_correlated_conditions():
-    from ensemble.bootstrap import percentile_ci, problem_resamples, resampled_means
+    from ensemble.core.bootstrap import percentile_ci, problem_resamples, resampled_means
 
     rng = np.random.default_rng(4)
     ks = np.arange(1, 33)
@@ -240,8 +240,8 @@ def test_gap_ks_never_pick_two_as_the_middle():
     answer; an abstainer lets the other decide, the only difference)."""
     import numpy as np
 
-    from ensemble import voting
-    from fits.stage import gap_ks
+    from ensemble.voting import estimators as voting
+    from fits.fitting import gap_ks
 
     rng = np.random.default_rng(0)
     for _ in range(20):  # the fact the rule rests on, on random answer histograms

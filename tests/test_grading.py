@@ -1,4 +1,4 @@
-"""Extraction and grading (eval.grading) on realistic completions and every shared gold."""
+"""Extraction and grading (ensemble.core.grading) on realistic completions and every shared gold."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from eval.grading import canonical_gold, extract, grade, last_boxed
+from ensemble.core.grading import canonical_gold, extract, grade, last_boxed
 
 CORPUS = [
     # (completion, kind, canonical answer)

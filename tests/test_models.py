@@ -1,4 +1,4 @@
-"""Base-model specs (ensemble.models): parsing, pass-through, the packaged SmolLM2 GGUF."""
+"""Base-model specs (ensemble.core.models): parsing, pass-through, the packaged SmolLM2 GGUF."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ensemble import models
-from ensemble.models import (PACKAGED, SOURCE_FILE, BaseSpec, ModelPackageMissing, parse_spec,
+from ensemble.core import models
+from ensemble.core.models import (PACKAGED, SOURCE_FILE, BaseSpec, ModelPackageMissing, parse_spec,
                              resolve_base)
 
 

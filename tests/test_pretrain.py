@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from eval.config import AnswerConfig
-from eval.problems import synthetic_problems
-from eval.stage import build_prompts
-from eval.tinymodel import CPU_HEAD_DIMS, EOS
+from ensemble.core.problems import synthetic_problems
+from eval.answering import build_prompts
+from ensemble.testing import CPU_HEAD_DIMS, EOS
 from train_variants import pretrain
 from train_variants.pretrain import (PRETRAIN_JSON, PretrainConfig, build_demo_base,
                                      encode_examples, evaluate_base, held_out_problems)
@@ -167,7 +167,7 @@ def test_shipped_base_is_the_current_recipe():
 
     If this fails, the pretraining recipe or a default changed without the shipped
     model being rebuilt: run `ensemble pretrain --fresh`, copy the printed directory
-    over train_variants/demo_base and record its weights' sha256 in pretrain.json.
+    over ensemble/core/demo_base and record its weights' sha256 in pretrain.json.
     """
     import dataclasses
     import hashlib

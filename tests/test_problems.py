@@ -1,4 +1,4 @@
-"""Problem-set loading (eval.problems)."""
+"""Problem-set loading (ensemble.core.problems)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from eval.grading import grade
-from eval.problems import ProblemSetError, load_problems, synthetic_problems
+from ensemble.core.grading import grade
+from ensemble.core.problems import ProblemSetError, load_problems, synthetic_problems
 
 
 def test_shared_sets_load(shared_data):

@@ -20,16 +20,22 @@ def voted_run(tmp_path):
     return run
 
 
-def test_report_writes_markdown_and_figures(voted_run):
-    r = CliRunner().invoke(main, ["report", str(voted_run)], catch_exceptions=False)
+@pytest.fixture
+def fitted_run(voted_run):
+    assert CliRunner().invoke(main, ["fit", str(voted_run / "votes")]).exit_code == 0
+    return voted_run
+
+
+def test_report_writes_markdown_and_figures(fitted_run):
+    r = CliRunner().invoke(main, ["report", str(fitted_run)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    text = (voted_run / "report.md").read_text()
+    text = (fitted_run / "report.md").read_text()
     for needle in ["## Settings", "collaboration", "repetition", "## Fits: accuracy ≈ a + b·ln k",
                    "## Collaboration versus repetition", "correlated", "15 problems",
                    "![scaling](figures/scaling.png)"]:
         assert needle in text, needle
     for fig in ("scaling.png", "voter_accuracy.png"):
-        data = (voted_run / "figures" / fig).read_bytes()
+        data = (fitted_run / "figures" / fig).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
@@ -59,9 +65,18 @@ def test_report_refuses_a_fit_of_other_votes(voted_run):
             ) in r.output
 
 
-def test_report_states_grid_sources_and_extrapolation_check(voted_run):
-    assert CliRunner().invoke(main, ["report", str(voted_run)]).exit_code == 0
-    text = (voted_run / "report.md").read_text()
+def test_report_without_a_fit_says_to_fit_first(voted_run):
+    """A report renders fit.json; it never fits on its own."""
+    r = CliRunner().invoke(main, ["report", str(voted_run)])
+    assert r.exit_code == 1
+    assert (f"Error: {voted_run / 'fits' / 'fit.json'} does not exist: a report renders the "
+            f"fit of its votes; run `ensemble fit {voted_run / 'votes'}` first") in r.output
+    assert not (voted_run / "report.md").exists()
+
+
+def test_report_states_grid_sources_and_extrapolation_check(fitted_run):
+    assert CliRunner().invoke(main, ["report", str(fitted_run)]).exit_code == 0
+    text = (fitted_run / "report.md").read_text()
     for needle in ["log-spaced committee sizes from k = 1 to 12",
                    "### Does ln k extrapolate on this data?",
                    "| k | collaboration | repetition | gap (collaboration − repetition)",
@@ -104,7 +119,8 @@ def test_demo_command_runs_and_reuses(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_notebook_executes_on_a_run(voted_run):
+def test_notebook_executes_on_a_run(fitted_run):
+    voted_run = fitted_run
     outputs = execute_notebook(voted_run)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]

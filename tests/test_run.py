@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from ensemble.cli import main
 from ensemble.demo import DEMO_CONFIG, demo_config
-from ensemble.experiment import ExperimentConfig, claim_run_dir, dump_toml, fresh_start
+from ensemble.pipeline import ExperimentConfig, claim_run_dir, dump_toml, fresh_start
 from tests.helpers import execute_notebook, kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +24,9 @@ def _write(path: Path, text: str) -> Path:
 def test_config_errors_are_caught_before_anything_runs(tmp_path):
     bad = [
         ('out = "r"\nbase = "b"\ncolour = 1\n',
-         "unknown experiment key(s) colour; top-level keys are out, base, seed and the tables "
+         "unknown experiment config key(s) colour; top-level keys are out, base, seed and the tables "
          "[pretrain], [train], [answer], [vote], [fit]"),
-        ('out = "r"\n', "the experiment config needs base at its top level"),
+        ('out = "r"\n', "missing base at the top level of the experiment config"),
         ('out = "r"\nbase = "b"\n[train]\nstepz = 3\n', "unknown [train] key(s) stepz; known keys: "),
         ('out = "r"\nbase = "b"\n[answer]\nbase = "c"\n',
          "[answer] sets base, which the experiment sets for every stage; move it to the top of the file"),
@@ -128,9 +128,9 @@ def test_run_directory_with_results_but_no_config_is_refused(tmp_path):
 
 def test_run_stops_with_the_training_error_when_fewer_than_two_variants_train(tmp_path,
                                                                               monkeypatch):
-    import train_variants.stage as train_stage
-    from ensemble.experiment import run_experiment
-    from train_variants.stage import TrainSummary
+    import train_variants.training as train_stage
+    from ensemble.pipeline import run_experiment
+    from train_variants.training import TrainSummary
 
     def all_fail(cfg, progress=True):
         return TrainSummary(planned=["v000", "v001", "v002"], done=["v002"],
@@ -254,7 +254,7 @@ def _fingerprint(run: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    from eval.tinymodel import build_tiny_model
+    from ensemble.testing import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("e2e") / "base")
 

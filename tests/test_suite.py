@@ -16,8 +16,8 @@ def test_tests_use_a_throwaway_cache_and_no_hub():
     cache = Path(os.environ["ENSEMBLE_CACHE"])
     assert cache.name.startswith("ensemble-test-cache-") and cache != Path.home() / ".cache"
     assert os.environ["HF_HUB_OFFLINE"] == "1"
-    from ensemble.experiment import cache_root
-    from ensemble.models import default_cache_dir
+    from ensemble.pipeline import cache_root
+    from ensemble.core.models import default_cache_dir
 
     assert default_cache_dir() == cache / "models" and cache_root() == cache
 
@@ -60,7 +60,42 @@ def test_docstring_examples_are_collected():
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:]
-    for doctest in ("ensemble/config.py::ensemble.config.parse_k",
+    for doctest in ("ensemble/voting/config.py::ensemble.voting.config.parse_k",
                     "fits/scaling.py::fits.scaling.fit_grid",
-                    "ensemble/voting_scale.py::ensemble.voting_scale.windowed_accuracy"):
+                    "ensemble/voting/scale.py::ensemble.voting.scale.windowed_accuracy"):
         assert doctest in proc.stdout, doctest
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(exe), "--no-cache"], cwd=root, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_the_layers_hold():
+    """`lint-imports` (pyproject.toml [tool.importlinter]): top -> stages -> ground."""
+    proc = _lint_imports(ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "Contracts: 2 kept, 0 broken." in proc.stdout
+
+
+def test_the_layers_check_fails_on_a_stage_importing_another(tmp_path):
+    """The contract is not vacuous: a stage importing another, the ground importing a
+    stage, and a cycle inside a package each break it."""
+    import shutil
+
+    for pkg in ("ensemble", "eval", "fits", "train_variants"):
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns(
+            "__pycache__", "demo_base"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    for f, line in (("fits/scaling.py", "from eval.config import AnswerConfig"),
+                    ("ensemble/core/grading.py", "from train_variants.config import TrainConfig"),
+                    ("eval/backends.py", "from eval.answering import Unit")):
+        with open(tmp_path / f, "a") as fh:
+            fh.write(f"\n{line}  # noqa\n")
+    proc = _lint_imports(tmp_path)
+    assert proc.returncode != 0
+    for broken in ("fits is not allowed to import eval",
+                   "ensemble.core is not allowed to import train_variants",
+                   "No cycles are allowed in eval."):
+        assert broken in proc.stdout, proc.stdout[-3000:]

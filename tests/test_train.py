@@ -43,7 +43,7 @@ def cfg_for(base, pool, out, **kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def trained(digit_base, zero_pool, tmp_path_factory):
-    from train_variants.stage import run_train
+    from train_variants.training import run_train
 
     cfg = cfg_for(digit_base, zero_pool, tmp_path_factory.mktemp("run") / "run")
     # progress=True: the per-variant step bar runs inside the trainer (as in `ensemble
@@ -234,7 +234,7 @@ def test_training_prompts_match_answering_prompts(trained):
     from transformers import AutoTokenizer
 
     from eval.config import AnswerConfig
-    from eval.stage import build_prompts
+    from eval.answering import build_prompts
     from train_variants.trainer import build_dataset
 
     cfg, _ = trained
@@ -258,7 +258,7 @@ def test_answering_stage_discovers_the_variants(trained):
 
 
 def test_rerun_skips_finished_variants(trained):
-    from train_variants.stage import run_train, variant_status
+    from train_variants.training import run_train, variant_status
 
     cfg, _ = trained
     before = {v: (cfg.out / "variants" / v / "adapter_model.safetensors").stat().st_mtime_ns
@@ -274,7 +274,7 @@ def test_rerun_skips_finished_variants(trained):
 
 
 def test_other_recipe_in_same_run_dir_is_refused(trained):
-    from train_variants.stage import run_train
+    from train_variants.training import run_train
 
     cfg, _ = trained
     other = TrainConfig.from_dict({**cfg.to_dict(), "learning_rate": 0.01})
@@ -285,7 +285,7 @@ def test_other_recipe_in_same_run_dir_is_refused(trained):
 def test_failed_variant_is_recorded_and_others_continue(digit_base, zero_pool, tmp_path,
                                                         monkeypatch):
     import train_variants.trainer as trainer
-    from train_variants.stage import run_train, variant_status
+    from train_variants.training import run_train, variant_status
 
     real = trainer._train_on
 
@@ -313,7 +313,7 @@ def test_failed_variant_is_recorded_and_others_continue(digit_base, zero_pool, t
 
 @pytest.mark.slow
 def test_killed_run_resumes_without_retraining(digit_base, zero_pool, tmp_path):
-    from train_variants.stage import run_train, variant_status
+    from train_variants.training import run_train, variant_status
 
     out = tmp_path / "run"
     toml = tmp_path / "train.toml"
@@ -350,7 +350,7 @@ def test_killed_run_resumes_without_retraining(digit_base, zero_pool, tmp_path):
 def test_ray_launcher_matches_local(trained, tmp_path, monkeypatch):
     import ray
 
-    from train_variants.stage import run_train
+    from train_variants.training import run_train
 
     cfg, _ = trained
     # A relative run directory: Ray workers do not run in this directory, so the
@@ -374,7 +374,7 @@ def test_ray_launcher_matches_local(trained, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_local_worker_processes_match_sequential(trained, tmp_path):
-    from train_variants.stage import run_train
+    from train_variants.training import run_train
 
     cfg, _ = trained
     pool_cfg = TrainConfig.from_dict({**cfg.to_dict(), "out": str(tmp_path / "pool"),
@@ -428,7 +428,7 @@ def test_merge_unmerge_leaves_the_base_bit_identical(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from eval.tinymodel import build_tiny_model
+    from ensemble.testing import build_tiny_model
     from train_variants.trainer import keep_base_exact
 
     path = build_tiny_model(tmp_path / "base")

@@ -1,4 +1,4 @@
-"""Tests of ensemble.voting: exact committee accuracy, pass@k and Monte-Carlo.
+"""Tests of ensemble.voting.estimators: exact committee accuracy, pass@k and Monte-Carlo.
 
 The reference implementations below (subset enumeration, composition enumeration,
 pass@k with math.comb) are written independently of the library and work in exact
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ensemble.voting import (
+from ensemble.voting.estimators import (
     Histogram,
     MonteCarloResult,
     exact_accuracy,
@@ -497,20 +497,19 @@ def test_monte_carlo_matches_exact_within_4_se():
     B = 2000
     mc = monte_carlo(codes, gold, ks, committees=B, seed=123)
     assert isinstance(mc, MonteCarloResult)
-    assert mc.W.shape == (p, len(ks))
+    assert mc.per_problem.shape == (p, len(ks))
     assert mc.committee_acc.shape == (B, len(ks))
-    np.testing.assert_allclose(mc.committee_acc.mean(axis=0), mc.W.mean(axis=0), atol=1e-12)
-    np.testing.assert_allclose(mc.mean, mc.committee_acc.mean(axis=0), atol=0)
+    np.testing.assert_allclose(mc.committee_acc.mean(axis=0), mc.per_problem.mean(axis=0), atol=1e-12)
     np.testing.assert_allclose(mc.sd, mc.committee_acc.std(axis=0, ddof=1), atol=0)
 
     hists = [histogram(codes[i], int(gold[i])) for i in range(p)]
     exact = exact_matrix(hists, ks)  # (P, K)
     se = mc.committee_acc.std(axis=0, ddof=1) / np.sqrt(B)
     assert np.all(se > 0)
-    diff = np.abs(mc.mean - exact.mean(axis=0))
+    diff = np.abs(mc.per_problem.mean(axis=0) - exact.mean(axis=0))
     assert np.all(diff < 4 * se), (diff, se)
     # per problem: each committee outcome is in [0, 1], so its sd is at most 1/2
-    assert np.all(np.abs(mc.W - exact) < 5 * 0.5 / np.sqrt(B))
+    assert np.all(np.abs(mc.per_problem - exact) < 5 * 0.5 / np.sqrt(B))
 
 
 def test_monte_carlo_full_pool_is_deterministic_and_exact():
@@ -519,7 +518,7 @@ def test_monte_carlo_full_pool_is_deterministic_and_exact():
     mc = monte_carlo(codes, gold, np.array([n]), committees=5, seed=0)
     hists = [histogram(codes[i], int(gold[i])) for i in range(len(gold))]
     want = np.array([float(full_pool_outcome(h.g, h.others, h.a)) for h in hists])
-    np.testing.assert_allclose(mc.W[:, 0], want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mc.per_problem[:, 0], want, rtol=0, atol=1e-12)
     np.testing.assert_allclose(mc.committee_acc[:, 0], want.mean(), rtol=0, atol=1e-12)
     assert np.all(mc.sd == 0.0)
 
@@ -531,7 +530,7 @@ def test_monte_carlo_tie_scored_by_expectation():
     np.testing.assert_array_equal(mc.committee_acc[:, 0], [0.5, 0.5, 0.5])
     # all abstain -> always wrong
     mc = monte_carlo(np.array([[-1, -1]]), np.array([0]), np.array([1, 2]), committees=4, seed=1)
-    np.testing.assert_array_equal(mc.W, [[0.0, 0.0]])
+    np.testing.assert_array_equal(mc.per_problem, [[0.0, 0.0]])
 
 
 def test_monte_carlo_reproducible_and_seed_dependent():
@@ -540,7 +539,7 @@ def test_monte_carlo_reproducible_and_seed_dependent():
     r1 = monte_carlo(codes, gold, ks, committees=200, seed=42)
     r2 = monte_carlo(codes, gold, ks, committees=200, seed=42)
     r3 = monte_carlo(codes, gold, ks, committees=200, seed=43)
-    np.testing.assert_array_equal(r1.W, r2.W)
+    np.testing.assert_array_equal(r1.per_problem, r2.per_problem)
     np.testing.assert_array_equal(r1.committee_acc, r2.committee_acc)
     assert not np.array_equal(r1.committee_acc, r3.committee_acc)
 
@@ -621,7 +620,7 @@ def test_large_pool_no_abstainers_matches_monte_carlo():
     mc = monte_carlo(codes, gold, np.array([k]), committees=B, seed=5)
     se = mc.committee_acc[:, 0].std(ddof=1) / np.sqrt(B)
     assert se > 0
-    assert abs(mc.mean[0] - acc[k]) < 5 * se, (mc.mean[0], acc[k], se)
+    assert abs(mc.per_problem.mean(axis=0)[0] - acc[k]) < 5 * se, (mc.per_problem.mean(axis=0)[0], acc[k], se)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests of ensemble.voting_scale: windowed exact accuracy, histogram Monte-Carlo, dispatcher.
+"""Tests of ensemble.voting.scale: windowed exact accuracy, histogram Monte-Carlo, dispatcher.
 
 The oracles here are independent of the library: exact rational enumeration over all
 committees (small pools) or over vote compositions with integer binomial weights
@@ -19,9 +19,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from ensemble import voting_scale
-from ensemble.voting import Histogram, exact_accuracy, exact_matrix, pass_at_k
-from ensemble.voting_scale import accuracy_matrix, histogram_monte_carlo, windowed_accuracy
+from ensemble.voting import scale as voting_scale
+from ensemble.voting.estimators import Histogram, exact_accuracy, exact_matrix, pass_at_k
+from ensemble.voting.scale import accuracy_matrix, histogram_monte_carlo, windowed_accuracy
 
 # --------------------------------------------------------------------------------------
 # Independent oracles

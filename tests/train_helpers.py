@@ -6,7 +6,7 @@ the same reward, zero advantage and zero gradient: the adapter would never move.
 token it emits is a digit, mostly ``0`` (~55%) or ``2`` (~25%).  On a pool whose answers
 are all ``0`` (``What is a - a?``), a group of completions then mixes right and wrong
 answers, which is exactly the signal GRPO needs, and the reward goes through the real
-grader (``eval.grading.grade``).
+grader (``ensemble.core.grading.grade``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ ZERO_BONUS = 3.5  # extra logit for "0": about 35% of first tokens are 0
 
 
 def build_digit_model(out_dir, seed: int = 0, **sizes) -> Path:
-    """``eval.tinymodel.build_tiny_model`` whose next token is a digit, ``0`` ~35% of the time.
+    """``ensemble.testing.build_tiny_model`` whose next token is a digit, ``0`` ~35% of the time.
 
     Residual dimension 0 is made a constant (every embedding has ``ANCHOR`` there and no
     layer writes to it), so after the final norm it is a positive number on every position;
@@ -31,7 +31,7 @@ def build_digit_model(out_dir, seed: int = 0, **sizes) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from eval.tinymodel import build_tiny_model
+    from ensemble.testing import build_tiny_model
 
     out_dir = Path(out_dir)
     build_tiny_model(out_dir, seed=seed, **sizes)

@@ -19,8 +19,9 @@ def main(base: str, adapters_dir: str, benchmark: str, out: str) -> None:
     from eval.adapters import discover
     from eval.backends import HFBackend, VLLMBackend
     from eval.config import AnswerConfig
-    from eval.problems import load_problems
-    from eval.stage import BASE_ID, Request, Unit, build_prompts, request_seed
+    from ensemble.core.problems import load_problems
+    from eval.answering import BASE_ID, Unit, build_prompts, request_seed
+    from eval.backends import Request
 
     # max_loras=2 < 4 adapters: one generate call must stream adapters through the slots.
     cfg = AnswerConfig(base=base, out=Path(out).parent, benchmark=benchmark,

@@ -7,13 +7,14 @@ next to it; the CPU smoke tests and the demo override the sizes.  Unknown keys a
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
-from eval.config import DEFAULT_TEMPLATE, LORA_RANKS, read_toml
+from ensemble.core.config import StrictConfig, read_toml, setting
+from ensemble.core.models import LORA_RANKS
+from ensemble.core.prompts import DEFAULT_TEMPLATE
 
 LAUNCHERS = ("local", "ray")
 MAX_VARIANTS = 100_000
@@ -32,74 +33,97 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 
 @dataclass
-class TrainConfig:
-    base: str  # Hugging Face id or local path of the base model
-    out: Path  # run directory; variants go to out/variants/<vid>/
-    pool: str  # training pool: local file, dataset id, synthetic[:N][:dD][:sS] (eval.problems)
-    problem_field: str = "problem"
-    answer_field: str = "answer"
-    id_field: str | None = "id"  # missing: rows are numbered (ids must be stable for the hashes)
-    split: str = "train"
-    limit: int | None = None  # first N pool rows only (smoke tests)
-    kind: str = "auto"  # grading: aime (integers 0-999), math (LaTeX); auto decides from the golds
+class TrainConfig(StrictConfig):
+    """Every setting of ``ensemble train``; see the field help for why each default."""
+
+    TABLE: ClassVar[str] = "train config"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("base", "pool", "out")
+    MISSING_HINT: ClassVar[str] = ": give --{key} or set it in the [train] table of the config file"
+
+    base: str = setting(help="Base model: Hugging Face id or local path.")
+    out: Path = setting(help="Run directory; variants go to OUT/variants/<vid>/.")
+    pool: str = setting(help="Training pool: .jsonl/.json/.parquet/.csv, dataset id, or "
+                        "synthetic[:N][:dD][:sS].")
+    problem_field: str = setting("problem", "Pool field holding the problem text.")
+    answer_field: str = setting("answer", "Pool field holding the answer.")
+    # Missing: rows are numbered (ids must be stable for the plan's hashes).
+    id_field: str | None = setting("id", "Pool field holding a stable id.")
+    split: str = setting("train", "Dataset split of a hub pool.")
+    limit: int | None = setting(None, "Use only the first N pool rows.")
+    kind: str = setting("auto", "Grading: aime (integers 0-999), math (LaTeX); auto decides "
+                        "from the golds.", choices=("auto", "aime", "math"))
     # --- the population -----------------------------------------------------------------
-    variants: int = 8  # population size N: variants v000 .. v{N-1}
-    first: int = 0  # train only indices first .. variants-1 (the CLI's --variants a:b)
-    mask_fraction: float = 0.1  # share of the pool each variant drops (its mask)
-    seed: int = 0  # experiment seed: variant i's generators are seeded by (seed, i, factor)
-    vary: tuple[str, ...] = ("order", "mask")  # the reference experiment varies data only
-    init_seed: int = 0  # LoRA init seed when "init_seed" is not varied
-    sampling_seed: int = 0  # generation/trainer seed when "sampling_seed" is not varied
-    rank_choices: tuple[int, ...] = (8, 16, 32)  # drawn from when "rank" is varied
-    lora_init_choices: tuple[str, ...] = ("default", "gaussian")  # when "lora_init" is varied
+    variants: int = setting(8, "Population size N: variants v000 .. v{N-1}.")
+    first: int = setting(0, "Train only indices first .. variants-1 (the CLI's --variants "
+                         "a:b).")
+    mask_fraction: float = setting(0.1, "Share of the pool each variant drops.")
+    seed: int = setting(0, "Experiment seed: variant i's generators are seeded by (seed, i, "
+                        "factor).")
+    # The reference experiment varies data only.
+    vary: tuple[str, ...] = setting(("order", "mask"), "Factors that differ between variants.")
+    init_seed: int = setting(0, "LoRA init seed when init_seed is not varied.")
+    sampling_seed: int = setting(0, "Generation/trainer seed when sampling_seed is not varied.")
+    rank_choices: tuple[int, ...] = setting((8, 16, 32), "Ranks drawn from when rank is varied.")
+    lora_init_choices: tuple[str, ...] = setting(("default", "gaussian"), "Inits drawn from "
+                                                 "when lora_init is varied.")
     # --- LoRA ---------------------------------------------------------------------------
-    lora_rank: int = 32  # vLLM serves ranks 1, 8, 16, 32, 64, ...; 32 is ample for RL updates
-    lora_alpha: float = 32.0  # alpha at lora_rank (scale alpha/r = 1)
-    alpha_rule: str = "fixed"  # how alpha follows a varied rank: fixed, linear (a∝r), sqrt (a∝√r)
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
-    lora_dropout: float = 0.0  # dropout would add randomness the plan does not record
-    lora_init: str = "default"  # PEFT init: B = 0, so every variant starts at the base model
+    # vLLM serves ranks 1, 8, 16, 32, 64, ...; 32 is ample for RL updates.
+    lora_rank: int = setting(32, "LoRA rank.")
+    lora_alpha: float = setting(32.0, "LoRA alpha at lora_rank (scale alpha/r = 1).")
+    alpha_rule: str = setting("fixed", "How alpha follows a varied rank: fixed, linear "
+                              "(a~r), sqrt (a~sqrt r).", choices=ALPHA_RULES)
+    target_modules: tuple[str, ...] = setting(DEFAULT_TARGETS, "Modules LoRA adapts.")
+    # Dropout would add randomness the plan does not record.
+    lora_dropout: float = setting(0.0, "LoRA dropout.")
+    # B = 0, so every variant starts at the base model.
+    lora_init: str = setting("default", "PEFT init.", choices=LORA_INITS)
     # --- GRPO (TRL GRPOTrainer) ---------------------------------------------------------
-    learning_rate: float = 1e-5  # LoRA RL wants ~10x the full fine-tuning rate
-    steps: int = 100  # optimiser steps per variant
-    batch_size: int = 8  # prompts per optimiser step (each gets num_generations completions)
-    grad_accum: int = 1  # gradient accumulation steps per optimiser step
-    num_generations: int = 8  # group size for GRPO's group-relative advantage
-    max_completion_length: int = 2048  # AIME solutions are long; lower it for small models
-    temperature: float = 1.0  # on-policy sampling at the model's own distribution
-    top_p: float = 1.0
-    beta: float = 0.0  # KL to the base; TRL's default (recent GRPO recipes drop the KL term)
-    loss_type: str = "dapo"  # TRL's default token-level normalisation
-    format_reward: float = 0.0  # weight of a reward for a \boxed{} in the completion
-    prompt_template: str = DEFAULT_TEMPLATE  # the answering stage's prompt, so train = test
-    system_prompt: str | None = None
-    gradient_checkpointing: bool = True  # long completions on large models; off for tiny ones
+    # LoRA RL wants ~10x the full fine-tuning rate.
+    learning_rate: float = setting(1e-5, "Optimiser learning rate.")
+    steps: int = setting(100, "GRPO steps per variant.")
+    batch_size: int = setting(8, "Prompts per optimiser step (each gets num_generations "
+                              "completions).")
+    grad_accum: int = setting(1, "Gradient accumulation steps per optimiser step.")
+    num_generations: int = setting(8, "GRPO group size (the group-relative advantage).")
+    max_completion_length: int = setting(2048, "Longest completion; AIME solutions are "
+                                         "long, lower it for small models.")
+    temperature: float = setting(1.0, "Sampling temperature: on-policy at the model's own "
+                                 "distribution.")
+    top_p: float = setting(1.0, "Nucleus sampling mass.")
+    # TRL's default: recent GRPO recipes drop the KL term.
+    beta: float = setting(0.0, "KL weight to the base.")
+    loss_type: str = setting("dapo", "TRL's loss normalisation (its default: token level).")
+    format_reward: float = setting(0.0, "Weight of a reward for a \\boxed{} in the "
+                                   "completion.")
+    # The answering stage's prompt, so train = test.
+    prompt_template: str = setting(DEFAULT_TEMPLATE, "The prompt; must contain {problem}.")
+    system_prompt: str | None = setting(None, "A system turn before every prompt.")
+    # Long completions on large models need it; off for tiny ones, where it only slows.
+    gradient_checkpointing: bool = setting(True, "Recompute activations in the backward "
+                                           "pass.")
     # --- where it runs ------------------------------------------------------------------
-    launcher: str = "local"  # local: this machine; ray: one task per variant on a cluster
-    workers: int = 1  # local: processes (one per GPU on a GPU box); ray: ignored
-    device: str = "auto"  # auto: cuda when available, else cpu
-    dtype: str = "auto"  # auto: bfloat16 on cuda, float32 on cpu
-    use_vllm: bool | None = None  # TRL's vLLM generation; None: only with CUDA and vllm installed
-    # torch threads per training process on CPU; None: cores / workers.  On a shared machine
-    # use 1: OpenMP threads that spin while another process holds the core made GRPO steps
-    # of the tiny test model 30-50x slower here (2 threads) than one thread.
-    cpu_threads: int | None = None
-    cpus_per_variant: float = 1.0  # Ray task request on CPU; on GPUs each task asks one GPU
-    ray_address: str | None = None  # None: join a running cluster (RAY_ADDRESS) or start one
+    launcher: str = setting("local", "local: this machine; ray: one task per variant on a "
+                            "cluster.", choices=LAUNCHERS, run_only=True)
+    workers: int = setting(1, "Local worker processes (one per GPU).", run_only=True)
+    device: str = setting("auto", "auto: cuda when available, else cpu.", choices=DEVICES)
+    dtype: str = setting("auto", "auto: bfloat16 on cuda, float32 on cpu.", choices=DTYPES)
+    use_vllm: bool | None = setting(None, "TRL's vLLM generation [default: only with CUDA "
+                                    "and vllm installed].")
+    # On a shared machine use 1: OpenMP threads that spin while another process holds the
+    # core made GRPO steps of the tiny test model 30-50x slower here (2 threads) than one.
+    cpu_threads: int | None = setting(None, "Torch threads per training process on CPU "
+                                      "[default: cores / workers].", run_only=True)
+    cpus_per_variant: float = setting(1.0, "Ray task request on CPU (on GPUs each task asks "
+                                      "one GPU).", run_only=True)
+    ray_address: str | None = setting(None, "Ray cluster [default: RAY_ADDRESS or a new "
+                                      "local one].", run_only=True)
 
     def __post_init__(self):
         self.out = Path(self.out)
         for name in ("vary", "rank_choices", "lora_init_choices", "target_modules"):
             v = getattr(self, name)
             setattr(self, name, (v,) if isinstance(v, (str, int)) else tuple(v))
-        for name, value, allowed in (("launcher", self.launcher, LAUNCHERS),
-                                     ("device", self.device, DEVICES),
-                                     ("dtype", self.dtype, DTYPES),
-                                     ("alpha_rule", self.alpha_rule, ALPHA_RULES),
-                                     ("lora_init", self.lora_init, LORA_INITS),
-                                     ("kind", self.kind, ("auto", "aime", "math"))):
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        super().__post_init__()
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit={self.limit} must be at least 1 (the first N pool rows); "
                              "leave it out to use the whole pool")
@@ -161,24 +185,12 @@ class TrainConfig:
             return self.lora_alpha * (rank / self.lora_rank) ** 0.5
         return float(self.lora_alpha)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-                for k, v in d.items()}
-
-    # Keys that only say where and how fast the work runs, or which part of the population
-    # this invocation trains: they never change a variant, so the recipe hash leaves them out.
-    RUN_KEYS = ("out", "variants", "first", "launcher", "workers", "cpus_per_variant",
-                "ray_address", "cpu_threads")
-
+    # Keys that say only which part of the population this invocation trains, or where
+    # and how fast (the run-only keys): they never change a variant, so the recipe hash
+    # leaves them out.
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Build a config from a dict (a TOML table merged with flags); unknown keys and
-        values of the wrong type are errors."""
-        from ensemble.strict import from_dict
-
-        return from_dict(cls, data, "train config", ("base", "pool", "out"),
-                         ": give --{key} or set it in the [train] table of the config file")
+    def recipe_excludes(cls) -> frozenset[str]:
+        return cls.run_only_keys() | {"out", "variants", "first"}
 
     @classmethod
     def from_toml(cls, path: Path, **overrides) -> "TrainConfig":

@@ -17,11 +17,13 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from eval.problems import PRESETS, SYNTHETIC, Problem, load_problems
+from ensemble.core.files import canonical_hash
+from ensemble.core.grading import grading_kind
+from ensemble.core.models import base_fingerprint
+from ensemble.core.problems import Problem, load_problems
 from train_variants.config import TrainConfig
 
 # One stream per factor; the numbers are part of the plan's definition: never renumber.
@@ -78,73 +80,13 @@ class Plan:
         return [self.pool[j] for j in self.orders[index]]
 
 
-def _h(items) -> str:
+def lines_hash(items) -> str:
+    """16 hex digits of sha256 over ``items``, one per line (orders, masks, pools)."""
     return hashlib.sha256("\n".join(map(str, items)).encode()).hexdigest()[:16]
 
 
-def canonical_hash(obj) -> str:
-    """sha256 (16 hex) of an object's canonical JSON (sorted keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def pool_hash(pool: list[Problem]) -> str:
-    return _h(f"{p.id}\t{p.problem}\t{p.answer}" for p in pool)
-
-
-def grading_kind(cfg: TrainConfig, pool: list[Problem]) -> str:
-    """``cfg.kind``, or for ``auto`` the answering stage's rule: aime if every gold is 0-999."""
-    if cfg.kind != "auto":
-        return cfg.kind
-    if SYNTHETIC.match(str(cfg.pool)) or (str(cfg.pool) in PRESETS
-                                           and PRESETS[str(cfg.pool)].kind == "aime"):
-        return "aime"
-    ints = all(p.answer.isdigit() and 0 <= int(p.answer) <= 999 for p in pool)
-    return "aime" if ints else "math"
-
-
-class BaseNotFound(ValueError):
-    """The base model is neither a local model directory nor a loadable hub id."""
-
-
-def base_identity(base: str) -> dict:
-    """Identity of the base model without loading it: id, revision, config hash, fingerprint.
-
-    A local directory is identified by its ``config.json`` and the names and sizes of its
-    weight files (not its path, so the same checkpoint elsewhere gives the same recipe
-    hash); a hub id by the revision of the cached snapshot.  Reading weights to hash them
-    would take minutes for a 30B model, so we do not.
-    """
-    path = Path(base)
-    if path.is_dir():
-        cfg = path / "config.json"
-        if not cfg.exists():
-            raise BaseNotFound(f"base model {base!r}: the directory has no config.json; pass "
-                               "a Hugging Face model directory (config.json + weights)")
-        weights = sorted((p.name, p.stat().st_size) for p in path.iterdir()
-                         if p.suffix in (".safetensors", ".bin", ".gguf"))
-        if not weights:
-            raise BaseNotFound(f"base model {base!r}: no *.safetensors or *.bin weights in "
-                               "the directory")
-        sha = hashlib.sha256(cfg.read_bytes()).hexdigest()[:16]
-        return {"id": str(base), "revision": None, "config_sha256": sha,
-                "fingerprint": canonical_hash({"config": sha, "weights": weights})}
-    if path.suffix or str(base).startswith((".", "/", "~")) or str(base).count("/") != 1:
-        raise BaseNotFound(f"base model {base!r} not found: no such directory, and it is not "
-                           "a Hugging Face id (owner/name); pass a local model directory")
-    try:
-        from huggingface_hub import hf_hub_download
-
-        cfg_file = Path(hf_hub_download(str(base), "config.json"))
-    except Exception as exc:  # offline, unknown repo, gated: all mean "cannot use it"
-        raise BaseNotFound(
-            f"base model {base!r} not found: no such local directory, and the Hugging Face "
-            f"hub cannot provide it ({type(exc).__name__}); download it first or pass a "
-            "local model directory") from None
-    revision = cfg_file.parent.name if cfg_file.parent.parent.name == "snapshots" else None
-    sha = hashlib.sha256(cfg_file.read_bytes()).hexdigest()[:16]
-    return {"id": str(base), "revision": revision, "config_sha256": sha,
-            "fingerprint": canonical_hash({"id": str(base), "revision": revision,
-                                           "config": sha})}
+    return lines_hash(f"{p.id}\t{p.problem}\t{p.answer}" for p in pool)
 
 
 def _seed_int(*entropy) -> int:
@@ -168,7 +110,7 @@ def recipe_of(cfg: TrainConfig, pool: list[Problem], kind: str, base: dict,
     hashes, so the same experiment planned on two machines gets the same recipe hash.
     """
     d = cfg.to_dict()
-    drop = set(TrainConfig.RUN_KEYS) | {"seed", "vary", "device", "use_vllm",
+    drop = set(TrainConfig.recipe_excludes()) | {"seed", "vary", "device", "use_vllm",
                                         "gradient_checkpointing", "base", "pool", "split",
                                         "limit", "problem_field", "answer_field", "id_field",
                                         "kind"}
@@ -217,7 +159,7 @@ def make_plan(cfg: TrainConfig, pool: list[Problem] | None = None,
     pool : list of Problem, optional
         The loaded training pool; loaded from ``cfg`` when not given.
     base : dict, optional
-        :func:`base_identity` of ``cfg.base``; computed when not given.
+        :func:`ensemble.core.models.base_fingerprint` of ``cfg.base``; computed when not given.
 
     Returns
     -------
@@ -232,8 +174,8 @@ def make_plan(cfg: TrainConfig, pool: list[Problem] | None = None,
     if pool is None:
         pool = load_problems(cfg.pool, cfg.problem_field, cfg.answer_field, cfg.id_field,
                              cfg.split, cfg.limit)
-    base = base if base is not None else base_identity(cfg.base)
-    kind = grading_kind(cfg, pool)
+    base = base if base is not None else base_fingerprint(cfg.base)
+    kind = grading_kind(cfg.kind, cfg.pool, (p.answer for p in pool))
     n = len(pool)
     n_drop = int(round(cfg.mask_fraction * n))
     kept = n - n_drop
@@ -272,8 +214,8 @@ def make_plan(cfg: TrainConfig, pool: list[Problem] | None = None,
         rec = dict(
             id=f"v{i:03d}", index=i,
             seeds={"experiment": cfg.seed, **{f: ent[f] for f in FACTOR_KEYS}},
-            order_hash=_h(order_ids), sequence_hash=_h(consumed),
-            mask_hash=_h(sorted(ids[j] for j in dropped)), kept=kept, dropped=n_drop,
+            order_hash=lines_hash(order_ids), sequence_hash=lines_hash(consumed),
+            mask_hash=lines_hash(sorted(ids[j] for j in dropped)), kept=kept, dropped=n_drop,
             examples_seen=seen,
             init_seed=_seed_int(*ent["init_seed"]) if "init_seed" in cfg.vary else cfg.init_seed,
             sampling_seed=(_seed_int(*ent["sampling_seed"]) if "sampling_seed" in cfg.vary

@@ -5,15 +5,15 @@ problems *sometimes*: a population of LoRA variants can only beat one model by v
 when single answers are right often enough to win a plurality and wrong often enough to
 leave room.  No such model ships anywhere, so the project trains its own, in a few
 minutes on two CPU cores, on the synthetic AIME-style problems of
-:func:`eval.problems.synthetic_problems` (multi-step integer arithmetic, answers 0-999,
+:func:`ensemble.core.problems.synthetic_problems` (multi-step integer arithmetic, answers 0-999,
 worked solutions ending in ``\\boxed{answer}``).
 
 Every training example is laid out exactly like an answering-stage prompt (the user
 message ``DEFAULT_TEMPLATE.format(problem=...)`` through the chat template with the
-generation prompt, see :func:`eval.stage.build_prompts`) followed by the worked solution
+generation prompt, see :func:`eval.answering.build_prompts`) followed by the worked solution
 and ``<|im_end|>``, so the base answers in the format the grader reads and stops on EOS.
 
-The default model ships with the package (``train_variants/demo_base``, 2.5 MB): floating
+The default model ships with the package (``ensemble/core/demo_base``, 2.5 MB): floating
 point kernels differ between CPUs and pretraining amplifies the differences (another x86
 machine reached held-out greedy accuracy 0.25 instead of 0.38 from the same seeds), so
 every machine starts the demo from the same weights.  :func:`build_demo_base` returns
@@ -36,16 +36,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
-from eval.config import DEFAULT_TEMPLATE
-from eval.problems import Problem, synthetic_problems
-from eval.stage import chat_prompt
+from ensemble.core.problems import Problem, synthetic_problems
+from ensemble.core.prompts import DEFAULT_TEMPLATE, chat_prompt
+from ensemble.core.config import StrictConfig
+from ensemble.core.files import BuildDir
+from ensemble.core.models import DEMO_BASE_DIR
+from ensemble.core.versions import versions
 
 # Bump when the recipe below changes in a way the settings do not capture (data layout,
 # init, loss): the cache key includes it, so old cached models are not reused.
@@ -58,7 +59,7 @@ TRAIN_SEED_OFFSET = 1_000_000
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(StrictConfig):
     """Every setting of the demo base; all of them enter the cache key.
 
     The defaults are tuned (see the module docstring) so that pretraining takes about
@@ -70,7 +71,7 @@ class PretrainConfig:
     difficulties: tuple[int, ...] = (1, 2, 3)  # steps per problem, mixed evenly: short
     # problems teach single operations, longer ones the chaining the benchmark needs; no
     # harder than the benchmark, so that all 400 steps go to what is asked
-    numbers: str = "small"  # number ranges (eval.problems.NUMBER_RANGES), for training and
+    numbers: str = "small"  # number ranges (ensemble.core.problems.NUMBER_RANGES), for training and
     # the held-out set alike; the demo benchmark must use the same (synthetic:...:small)
     worked: str = "digits"  # solution style: column-by-column working makes every written
     # digit a function of two digits and a carry, learnt exactly in minutes; with
@@ -101,12 +102,15 @@ class PretrainConfig:
     grad_clip: float = 1.0
     threads: int = 1  # torch intra-op threads while pretraining (restored afterwards)
 
+    TABLE: ClassVar[str] = "pretrain setting"
+
     def __post_init__(self):
-        from eval.tinymodel import CPU_HEAD_DIMS
+        super().__post_init__()
+        from ensemble.core.models import CPU_HEAD_DIMS
 
         if self.head_dim not in CPU_HEAD_DIMS:
             raise ValueError(f"head_dim={self.head_dim}: vLLM on CPU runs only {CPU_HEAD_DIMS}")
-        from eval.problems import NUMBER_RANGES, WORKED_STYLES
+        from ensemble.core.problems import NUMBER_RANGES, WORKED_STYLES
 
         if self.numbers not in NUMBER_RANGES:
             raise ValueError(f"numbers={self.numbers!r} is not one of {', '.join(NUMBER_RANGES)}")
@@ -134,10 +138,8 @@ class PretrainConfig:
         Unknown keys are errors: a typo must not silently train with a default.  Lists
         become tuples, so a TOML array and a Python tuple give the same key.
         """
-        from ensemble.strict import from_dict
-
-        return from_dict(cls, {k: tuple(v) if isinstance(v, list) else v
-                               for k, v in overrides.items()}, "pretrain setting")
+        return cls.from_dict({k: tuple(v) if isinstance(v, list) else v
+                              for k, v in overrides.items()})
 
 
 def cache_key(cfg: PretrainConfig, seed: int) -> str:
@@ -151,7 +153,7 @@ def cache_key(cfg: PretrainConfig, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-SHIPPED = Path(__file__).resolve().parent / "demo_base"  # the default demo base, package data
+SHIPPED = DEMO_BASE_DIR  # the default demo base, package data (ensemble.core.models)
 
 
 def shipped_key() -> str | None:
@@ -205,13 +207,13 @@ def build_arith_tokenizer(out_dir: Path, corpus: list[str], vocab_size: int):
     Words and the fixed prompt text merge into few tokens (short sequences, fast
     training), but every digit stays its own token: numbers then have one spelling, and
     the model learns arithmetic digit by digit instead of memorising merged chunks.
-    Built like :func:`eval.tinymodel.build_tokenizer` otherwise (same specials, template,
+    Built like :func:`ensemble.testing.build_tokenizer` otherwise (same specials, template,
     left padding, no BOS added by ``encode``).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from eval.tinymodel import BOS, CHAT_TEMPLATE, EOS, IM_START, PAD
+    from ensemble.core.prompts import BOS, CHAT_TEMPLATE, EOS, IM_START, PAD
 
     specials = [BOS, EOS, PAD, IM_START]
     tok = Tokenizer(models.BPE())
@@ -384,7 +386,7 @@ def evaluate_base(model_dir, problems: list[Problem], temperature: float = 0.0,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from eval.grading import grade
+    from ensemble.core.grading import grade
 
     if temperature == 0 and samples != 1:
         raise ValueError("greedy decoding gives one answer per problem; use samples=1")
@@ -422,6 +424,24 @@ def evaluate_base(model_dir, problems: list[Problem], temperature: float = 0.0,
 
 # --- the cached entry point -------------------------------------------------------------
 
+def _pretrain_into(tmp: Path, cfg: PretrainConfig, seed: int, key: str, progress: bool) -> dict:
+    """Pretrain into ``tmp`` and score the held-out set; the ``pretrain.json`` record."""
+    t0 = time.perf_counter()
+    metrics = train_model(cfg, tmp, seed=seed, progress=progress)
+    held_out = held_out_problems(cfg)
+    acc, details = evaluate_base(tmp, held_out, 0.0, 1, return_details=True)
+    ev = {"problems": len(held_out), "difficulty": cfg.eval_difficulty,
+          "seed": cfg.eval_seed, "greedy": acc,
+          "completion_tokens_max": max(d["completion_tokens"] for d in details)}
+    for t in cfg.eval_temperatures:
+        ev[f"sampled_t{t:g}"] = evaluate_base(tmp, held_out, t, 1, seed=seed)
+    ev["eval_seconds"] = time.perf_counter() - t0 - metrics["train_seconds"]
+    return {"config": dataclasses.asdict(cfg), "seed": seed, "key": key,
+            "recipe": RECIPE_VERSION, "train": metrics, "eval": ev,
+            "wall_seconds": time.perf_counter() - t0,
+            "versions": versions("torch", "transformers", "tokenizers")}
+
+
 def build_demo_base(cache_dir: Path, *, seed: int = 0, progress: bool = True,
                     fresh: bool = False, **overrides: Any) -> Path:
     """The demo base model directory: the shipped one, or pretrained and cached.
@@ -457,51 +477,12 @@ def build_demo_base(cache_dir: Path, *, seed: int = 0, progress: bool = True,
     final = Path(cache_dir) / f"demo-{key[:16]}"
     if (final / PRETRAIN_JSON).is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # A directory of this name without pretrain.json is not a model (it cannot come from
-    # the rename below); clear it so the rename can land.
-    if final.exists():
-        shutil.rmtree(final)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        t0 = time.perf_counter()
-        metrics = train_model(cfg, tmp, seed=seed, progress=progress)
-        held_out = held_out_problems(cfg)
-        acc, details = evaluate_base(tmp, held_out, 0.0, 1, return_details=True)
-        ev = {"problems": len(held_out), "difficulty": cfg.eval_difficulty,
-              "seed": cfg.eval_seed, "greedy": acc,
-              "completion_tokens_max": max(d["completion_tokens"] for d in details)}
-        for t in cfg.eval_temperatures:
-            ev[f"sampled_t{t:g}"] = evaluate_base(tmp, held_out, t, 1, seed=seed)
-        ev["eval_seconds"] = time.perf_counter() - t0 - metrics["train_seconds"]
-        info = {"config": dataclasses.asdict(cfg), "seed": seed, "key": key,
-                "recipe": RECIPE_VERSION, "train": metrics, "eval": ev,
-                "wall_seconds": time.perf_counter() - t0, "versions": _versions()}
-        (tmp / PRETRAIN_JSON).write_text(json.dumps(info, indent=2) + "\n")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            # Another process finished the same model first: theirs is equally good.
-            if not (final / PRETRAIN_JSON).is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with BuildDir(final, PRETRAIN_JSON) as build:
+            info = _pretrain_into(build.path, cfg, seed, key, progress)
+            (build.path / PRETRAIN_JSON).write_text(json.dumps(info, indent=2) + "\n")
     finally:
         torch.set_num_threads(threads)
     return final
-
-
-def _versions() -> dict[str, str]:
-    import tokenizers
-    import torch
-    import transformers
-
-    from ensemble.runio import versions
-
-    return {**versions(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__}

@@ -24,12 +24,13 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.grading import grade, last_boxed
-from ensemble.runio import write_json
+from ensemble.core.grading import grade, last_boxed
+from ensemble.core.prompts import chat_messages
+from ensemble.core.files import BuildDir, write_json
+from ensemble.core.rundir import VARIANT_MARKER, RunDir
 from train_variants.config import TrainConfig
 from train_variants.plan import Plan, VariantPlan
 
-FAILED_DIR = ".failed"
 TMP_PREFIX = ".tmp-"
 RUNNING_FILE = "running.json"
 
@@ -169,12 +170,7 @@ def build_dataset(plan: Plan, index: int, cfg: TrainConfig, tokenizer):
     rows = []
     for p in plan.training_rows(index):
         text = cfg.prompt_template.format(problem=p.problem)
-        if chat:
-            prompt = ([{"role": "system", "content": cfg.system_prompt}]
-                      if cfg.system_prompt else [])
-            prompt.append({"role": "user", "content": text})
-        else:
-            prompt = text
+        prompt = chat_messages(text, cfg.system_prompt) if chat else text
         rows.append({"prompt": prompt, "answer": p.answer, "problem_id": p.id})
     return Dataset.from_list(rows)
 
@@ -187,7 +183,7 @@ def _text(completion) -> str:
 
 
 class CorrectReward:
-    """1.0 when the completion's extracted answer equals the gold (``eval.grading.grade``)."""
+    """1.0 when the completion's extracted answer equals the gold (``ensemble.core.grading.grade``)."""
 
     __name__ = "correct"  # TRL logs rewards/<__name__>/mean
 
@@ -210,11 +206,7 @@ format_reward.__name__ = "format"
 # --- one variant --------------------------------------------------------------------------
 
 def variants_dir(cfg: TrainConfig) -> Path:
-    return cfg.out / "variants"
-
-
-def is_done(cfg: TrainConfig, vid: str) -> bool:
-    return (variants_dir(cfg) / vid / "variant.json").exists()
+    return RunDir(cfg.out).variants
 
 
 def _curves(history: list[dict]) -> dict:
@@ -231,20 +223,9 @@ def _curves(history: list[dict]) -> dict:
 
 
 def _versions(vllm_used: bool) -> dict:
-    import peft
-    import torch
-    import transformers
-    import trl
+    from ensemble.core.versions import versions
 
-    from ensemble.runio import versions
-
-    v = {**versions(), "torch": torch.__version__, "transformers": transformers.__version__,
-         "trl": trl.__version__, "peft": peft.__version__}
-    if vllm_used:
-        import vllm
-
-        v["vllm"] = vllm.__version__
-    return v
+    return versions("torch", "transformers", "peft", "trl", *(("vllm",) if vllm_used else ()))
 
 
 def _step_bar(vid: str):
@@ -299,35 +280,25 @@ def train_variant(cfg: TrainConfig, vp: VariantPlan, plan: Plan,
         error message when training raised (the error is also written to
         ``variants/.failed/<vid>.json``).
     """
-    vdir = variants_dir(cfg)
-    final = vdir / vp.id
-    if (final / "variant.json").exists():
+    run = RunDir(cfg.out)
+    final = run.variant(vp.id)
+    if run.variant_done(vp.id):
         return VariantResult(vp.id, "skipped")
     host, pid = socket.gethostname(), os.getpid()
-    tmp = vdir / f"{TMP_PREFIX}{vp.id}-{host}-{pid}"
     t0 = time.perf_counter()
     started = time.time()
     try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        write_json(tmp / RUNNING_FILE, {"id": vp.id, "host": host, "pid": pid,
-                                        "started": started})
-        meta = _train_into(cfg, vp, plan, tmp, progress, t0, started)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            # Another process finished the same variant first (two runs on one directory).
-            if (final / "variant.json").exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-                return VariantResult(vp.id, "skipped")
-            raise
-        (vdir / FAILED_DIR / f"{vp.id}.json").unlink(missing_ok=True)
+        with BuildDir(final, VARIANT_MARKER, f"{TMP_PREFIX}{vp.id}-{host}-{pid}") as build:
+            write_json(build.path / RUNNING_FILE, {"id": vp.id, "host": host, "pid": pid,
+                                                   "started": started})
+            meta = _train_into(cfg, vp, plan, build.path, progress, t0, started)
+        if not build.placed:  # another process finished it first (two runs on one dir)
+            return VariantResult(vp.id, "skipped")
+        (run.failed_dir / f"{vp.id}.json").unlink(missing_ok=True)
         return VariantResult(vp.id, "done", time.perf_counter() - t0, metrics=meta["metrics"])
     except Exception as exc:  # noqa: BLE001 - any failure is recorded, the others go on
-        shutil.rmtree(tmp, ignore_errors=True)
         msg = f"{type(exc).__name__}: {exc}"
-        write_json(vdir / FAILED_DIR / f"{vp.id}.json", {
+        write_json(run.failed_dir / f"{vp.id}.json", {
             "id": vp.id, "index": vp.index, "error": msg, "host": host, "pid": pid,
             "started": started, "failed": time.time(),
             "traceback": traceback.format_exc()[-4000:]})
@@ -456,7 +427,7 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
                     "train_seconds": round(train_s, 3), "save_seconds": round(save_s, 3),
                     "versions": _versions(vllm_used)},
         }
-        write_json(tmp / "variant.json", meta)
+        write_json(tmp / VARIANT_MARKER, meta)
         return meta
     finally:
         # Strip the LoRA layers (not merged) so the cached base is pristine for the next

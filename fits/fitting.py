@@ -20,17 +20,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble.bootstrap import (ci_sources, model_resamples, percentile_ci, problem_resamples,
+from ensemble.core.bootstrap import (ci_sources, model_resamples, percentile_ci, problem_resamples,
                                 resampled_model_means)
-from ensemble.config import FitConfig
-from ensemble.runio import (check_output_dir, check_same_source, exclusive, sibling_lock,
-                            versions, write_json)
+from fits.config import FitConfig
+from ensemble.core.answers import COLLABORATION as COLLAB, REPETITION as REPET
+from ensemble.core.files import (check_output_dir, check_same_source, exclusive, sibling_lock,
+                            write_json)
+from ensemble.core.rundir import FIT_FILE, votes_dir_of
+from ensemble.core.versions import versions
 from fits.intervals import gap_interval
 from fits.scaling import (LogFit, SaturatingFit, fit_grid, holdout_error, log_fit,
                           log_fit_many, saturating_fit)
 
-COLLAB, REPET = "collaboration", "repetition"
-VOTE_FILES = ("curve.parquet", "per_problem.parquet", "vote.json")
 
 
 class VotesError(ValueError):
@@ -69,21 +70,19 @@ class Votes:
 
 
 def load_votes(votes_dir: Path) -> Votes:
-    votes_dir = Path(votes_dir)
-    if (votes_dir / "votes").is_dir() and not (votes_dir / "curve.parquet").exists():
-        votes_dir = votes_dir / "votes"
-    missing = [n for n in VOTE_FILES if not (votes_dir / n).exists()]
+    """The votes directory ``votes_dir`` names (or the run holding it), read and hashed."""
+    vd = votes_dir_of(votes_dir)
+    missing = [n for n in vd.REQUIRED if not (vd.path / n).exists()]
     if missing:
         raise VotesError(
-            f"{votes_dir}: missing {', '.join(missing)}; run `ensemble vote` on the answers first"
+            f"{vd.path}: missing {', '.join(missing)}; run `ensemble vote` on the answers first"
         )
     digest = hashlib.sha256()
-    for name in VOTE_FILES:
-        digest.update((votes_dir / name).read_bytes())
-    by_model = votes_dir / "per_problem_by_model.parquet"
-    return Votes(pd.read_parquet(votes_dir / "curve.parquet"),
-                 pd.read_parquet(votes_dir / "per_problem.parquet"),
-                 json.loads((votes_dir / "vote.json").read_text()),
+    for name in vd.REQUIRED:
+        digest.update((vd.path / name).read_bytes())
+    by_model = vd.per_problem_by_model
+    return Votes(pd.read_parquet(vd.curve_parquet), pd.read_parquet(vd.per_problem),
+                 json.loads(vd.meta.read_text()),
                  pd.read_parquet(by_model) if by_model.exists() else None,
                  digest.hexdigest())
 
@@ -316,10 +315,10 @@ def _compare(mats, grid, boot_b, fits, idx, cfg: FitConfig) -> dict:
 
 def run_fit(cfg: FitConfig) -> FitResult:
     """Load the votes directory, fit, and write ``fit.json`` under ``cfg.out_dir``."""
-    check_output_dir(cfg.out_dir, "fits directory", "fit.json")
-    check_same_source(cfg.out_dir / "fit.json", "votes", cfg.votes, cfg.force, "fit")
+    check_output_dir(cfg.out_dir, "fits directory", FIT_FILE)
+    check_same_source(cfg.out_dir / FIT_FILE, "votes", cfg.votes, cfg.force, "fit")
     with exclusive(sibling_lock(cfg.out_dir), f"{cfg.out_dir}"):
         votes = load_votes(cfg.votes)
         result = fit_votes(votes, cfg)
-        write_json(cfg.out_dir / "fit.json", result.to_dict())
+        write_json(cfg.out_dir / FIT_FILE, result.to_dict())
     return result

@@ -47,7 +47,7 @@ def train_index(cfg_dict: dict, index: int, progress: bool = False) -> VariantRe
 
 def _ray_train_index(cfg_dict: dict, index: int) -> VariantResult:
     """:func:`train_index` in a Ray task, after checking the run directory is visible."""
-    from ensemble.runio import check_visible
+    from ensemble.core.files import check_visible
 
     check_visible(cfg_dict["out"], "the run directory")
     return train_index(cfg_dict, index)
@@ -146,7 +146,7 @@ def run_ray(cfg: TrainConfig, indices: list[int],
         task = ray.remote(num_gpus=1 if on_gpu else 0,
                           num_cpus=1 if on_gpu else cfg.cpus_per_variant,
                           max_retries=0)(_ray_train_index)
-        from ensemble.runio import absolute_paths
+        from ensemble.core.files import absolute_paths
 
         # Workers do not run in this directory: every path they get must be absolute.
         cfg_dict = absolute_paths(cfg, ("out", "pool", "base")).to_dict()

@@ -1,4 +1,4 @@
-"""ensemble.runio: atomic files and directories, output checks, and the writer lock."""
+"""ensemble.core.files: atomic files and directories, output checks, and the writer lock."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ensemble.runio import LockedError, exclusive, pid_alive, sibling_lock
+from ensemble.core.files import LockedError, exclusive, pid_alive, sibling_lock
 
 
 def _dead_pid() -> int:
@@ -66,3 +66,26 @@ def test_vote_refuses_while_another_vote_writes_the_same_directory(tmp_path):
     r = CliRunner().invoke(main, ["vote", str(path), "--out", str(out), "--bootstrap", "0"])
     assert r.exit_code == 0, r.output
     assert (out / "vote.json").exists() and not sibling_lock(out).exists()
+
+
+def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
+    """A writer killed mid-file leaves `.name.~pid@host~XXXX.tmp`; only a dead writer's
+    file of this host is removed, never a live writer's or another host's."""
+    import socket
+    import subprocess
+
+    from ensemble.core.files import atomic_path, remove_stale_temps
+
+    with atomic_path(tmp_path / "a" / "x.parquet") as tmp:
+        assert f"~{os.getpid()}@{socket.gethostname()}~" in tmp.name
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = tmp_path / "a" / f".y.parquet.~{dead.pid}@{host}~abc.tmp"
+    live = tmp_path / "a" / f".z.parquet.~{os.getpid()}@{host}~abc.tmp"
+    other = tmp_path / "a" / f".w.parquet.~{dead.pid}@another-host~abc.tmp"
+    for p in (stale, live, other):
+        p.write_text("partial")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+    assert remove_stale_temps(tmp_path / "missing") == []

@@ -15,13 +15,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ensemble.runio import pid_alive, versions, write_json
+from ensemble.core.files import pid_alive, write_json
 from train_variants.config import TrainConfig
-from train_variants.plan import Plan, base_identity, make_plan
-from train_variants.trainer import (FAILED_DIR, RUNNING_FILE, TMP_PREFIX, VariantResult,
-                                    resolve_device, variants_dir, wants_vllm)
+from ensemble.core.models import base_fingerprint
+from train_variants.plan import Plan, make_plan
+from ensemble.core.rundir import VARIANT_MARKER, RunDir
+from train_variants.trainer import (RUNNING_FILE, TMP_PREFIX, VariantResult, resolve_device,
+                                    variants_dir, wants_vllm)
+from ensemble.core.versions import versions
 
-TRAIN_JSON = "train.json"  # variants/train.json: the population's recipe, written once
 
 
 @dataclass
@@ -57,14 +59,14 @@ def check(cfg: TrainConfig) -> Plan:
     """
     device = resolve_device(cfg)
     wants_vllm(cfg, device)
-    base = base_identity(cfg.base)
+    base = base_fingerprint(cfg.base)
     plan = make_plan(cfg, base=base)
     _check_population(cfg, plan)
     return plan
 
 
 def _check_population(cfg: TrainConfig, plan: Plan) -> None:
-    path = variants_dir(cfg) / TRAIN_JSON
+    path = RunDir(cfg.out).train_json
     if not path.exists():
         return
     old = json.loads(path.read_text())
@@ -88,7 +90,7 @@ def population_key(cfg: TrainConfig, plan: Plan) -> dict:
 
 
 def _write_population(cfg: TrainConfig, plan: Plan) -> None:
-    path = variants_dir(cfg) / TRAIN_JSON
+    path = RunDir(cfg.out).train_json
     old = json.loads(path.read_text()) if path.exists() else {}
     write_json(path, {
         **population_key(cfg, plan),
@@ -144,8 +146,8 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> TrainSummary:
     """
     import dataclasses
 
-    from ensemble.models import resolve_base
-    from train_variants.launch import launch
+    from ensemble.core.models import resolve_base
+    from train_variants.workers import launch
 
     t0 = time.perf_counter()
     # Packaged and GGUF bases (smollm2-135m, gguf:PATH) become a cached HF directory.
@@ -158,7 +160,7 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> TrainSummary:
     summary = TrainSummary(planned=[v.id for v in wanted], recipe_hash=plan.recipe_hash)
     todo = []
     for v in wanted:
-        if (variants_dir(cfg) / v.id / "variant.json").exists():
+        if RunDir(cfg.out).variant_done(v.id):
             summary.skipped.append(v.id)
         else:
             todo.append(v.index)
@@ -202,20 +204,21 @@ def variant_status(run_dir: Path) -> list[dict]:
         size in ``variants/train.json``.
     """
     run_dir = Path(run_dir)
-    vdir = run_dir if run_dir.name == "variants" else run_dir / "variants"
+    rd = RunDir.of(run_dir)
+    vdir = rd.variants
     if not vdir.is_dir():
         raise ValueError(f"{vdir}: no variants directory; run `ensemble train ... --out "
                          f"{run_dir}` first")
     rows: dict[str, dict] = {}
     host = socket.gethostname()
-    failed_dir = vdir / FAILED_DIR
+    failed_dir = rd.failed_dir
     if failed_dir.is_dir():
         for f in failed_dir.glob("*.json"):
             rec = json.loads(f.read_text())
             rows[rec["id"]] = _row(rec["id"], "failed", host=rec.get("host"),
                                    error=rec.get("error"))
     for p in vdir.iterdir():
-        if not p.is_dir() or p.name == FAILED_DIR:
+        if not p.is_dir() or p == failed_dir:
             continue
         if p.name.startswith(TMP_PREFIX):
             owner = _tmp_owner(p)
@@ -229,13 +232,13 @@ def variant_status(run_dir: Path) -> list[dict]:
             rows[vid] = _row(vid, state, host=owner.get("host"),
                              wall_seconds=round(time.time() - owner.get("started", time.time()),
                                                 1))
-        elif (p / "variant.json").exists():
-            meta = json.loads((p / "variant.json").read_text())
+        elif (p / VARIANT_MARKER).exists():
+            meta = json.loads((p / VARIANT_MARKER).read_text())
             m, run = meta.get("metrics", {}), meta.get("run", {})
             rows[p.name] = _row(p.name, "done", steps=m.get("steps"),
                                 final_reward=m.get("final_reward"),
                                 wall_seconds=run.get("wall_seconds"), host=run.get("host"))
-    pop = vdir / TRAIN_JSON
+    pop = rd.train_json
     if pop.exists():
         for i in range(int(json.loads(pop.read_text()).get("variants", 0))):
             rows.setdefault(f"v{i:03d}", _row(f"v{i:03d}", "pending"))

@@ -288,7 +288,7 @@ def diversity(condition: str, pc: PairCounts, n_models: int, *, committees: str 
         How the vote draws a committee: k voters of the whole pool (collaboration), or
         k samples of one model (repetition, whose curve averages its models' curves).
     idx : ndarray of int, shape (B, problems), optional
-        Bootstrap resamples of the problems (:func:`ensemble.bootstrap.problem_resamples`);
+        Bootstrap resamples of the problems (:func:`ensemble.core.bootstrap.problem_resamples`);
         the same ones as the vote curves', so the intervals are paired with theirs.
     level : float
         Confidence level of the percentile intervals.

@@ -1,19 +1,22 @@
-"""Typed configs of the aggregation stages and the committee-size grid.
+"""The vote stage's typed config (the ``[vote]`` table) and the committee-size grid.
 
-Each stage has one dataclass; ``from_dict`` rejects unknown keys so a typo in a config
-file is an error, not a silently ignored setting, and ``to_dict`` is what is written
-next to the stage's outputs.
+``VoteConfig.from_dict`` rejects unknown keys and wrong types (ensemble.core.config), so
+a typo in a config file is an error, not a silently ignored setting; ``to_dict`` is what
+is written next to the stage's outputs (``vote.json``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
+
+from ensemble.core.canonical import CANONICAL_MODES
+from ensemble.core.config import StrictConfig, setting
+from ensemble.core.rundir import RunDir
 
 # exact: every committee, no sampling noise (a proved truncation bound past ~256 voters);
 # monte-carlo: B committees per k shared by all problems, for the committee spread;
@@ -22,45 +25,38 @@ import numpy as np
 ESTIMATORS = ("exact", "monte-carlo", "histogram-mc")
 
 
-def _from_dict(cls, data: dict[str, Any]):
-    from ensemble.strict import from_dict
-
-    return from_dict(cls, data, f"[{cls.__name__.removesuffix('Config').lower()}]")
-
-
-def _to_dict(obj) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(obj).items()}
-
-
 @dataclass
-class VoteConfig:
-    input: Path
-    out: Path | None = None  # default: <run>/votes, or votes/ beside an answers file
-    k: str | None = None  # None: every k from 1 to each pool's voter count
-    # Merge answers that are the same number written differently (624, 624.0, +624):
-    # split, equivalent wrong answers are weaker rivals and inflate accuracy.  "math"
-    # merges math-verify-equivalent answers too (slower); "none" compares strings.
-    canonical: str = "number"
-    estimator: str = "exact"  # see ESTIMATORS
-    committees: int = 1000  # Monte-Carlo committees per k: SE of the mean ~ sd/sqrt(1000)
-    seed: int = 0  # seeds Monte-Carlo committees and the bootstrap
-    bootstrap: int = 1000  # resamples of problems; 1000 gives stable 95% percentile CIs
-    ci: float = 0.95
-    force: bool = False  # replace votes of another input in the output directory
+class VoteConfig(StrictConfig):
+    """The ``[vote]`` table: how answers become accuracy-versus-k curves."""
+
+    TABLE: ClassVar[str] = "[vote]"
+
+    input: Path = setting(help="A run directory (answers/**.parquet) or one answers file.")
+    out: Path | None = setting(None, "Output directory [default: RUN/votes, or votes/ "
+                               "beside a file].")
+    k: str | None = setting(None, "Committee sizes: 1:200, 1,2,4,8 or log:40 [default: "
+                            "every k].")
+    # Split, equivalent wrong answers are weaker rivals and inflate accuracy.
+    canonical: str = setting("number", "Merge answers that are the same number written "
+                             "differently; math: also math-verify-equivalent answers "
+                             "(slower).", choices=CANONICAL_MODES)
+    estimator: str = setting("exact", "exact: every committee (a proved error bound past "
+                             "~256 voters); monte-carlo: committees shared by all problems "
+                             "(gives the committee spread); histogram-mc: committees drawn "
+                             "from each problem's answer counts.", choices=ESTIMATORS)
+    # SE of a Monte-Carlo mean ~ sd / sqrt(1000)
+    committees: int = setting(1000, "Monte-Carlo committees per k.")
+    seed: int = setting(0, "Seeds Monte-Carlo committees and the bootstrap.")
+    # 1000 resamples give stable 95% percentile CIs
+    bootstrap: int = setting(1000, "Bootstrap resamples over problems (0 to skip).")
+    ci: float = setting(0.95, "Confidence level of every interval.")
+    force: bool = setting(False, "Replace votes of another input in --out.")
 
     def __post_init__(self):
+        super().__post_init__()
         self.input = Path(self.input)
         if self.out is not None:
             self.out = Path(self.out)
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(
-                f"estimator={self.estimator!r} is not one of {', '.join(ESTIMATORS)}"
-            )
-        from ensemble.canonical import CANONICAL_MODES
-
-        if self.canonical not in CANONICAL_MODES:
-            raise ValueError(f"canonical={self.canonical!r} is not one of "
-                             f"{', '.join(CANONICAL_MODES)}")
         if self.committees < 1:
             raise ValueError(f"committees={self.committees} must be at least 1")
         if self.bootstrap < 0:
@@ -74,45 +70,9 @@ class VoteConfig:
     def out_dir(self) -> Path:
         if self.out is not None:
             return self.out
-        return self.input / "votes" if self.input.is_dir() else self.input.parent / "votes"
-
-    from_dict = classmethod(_from_dict)
-    to_dict = _to_dict
-
-
-@dataclass
-class FitConfig:
-    votes: Path
-    out: Path | None = None  # default: <run>/fits beside the votes directory
-    k_min: int = 1  # smallest k in the fit; raise it to fit only the asymptotic part
-    # Log-spaced points of the common fit grid: every decade of k weighs the same, so b
-    # does not depend on whether the vote computed every k or a log:M grid.
-    grid_points: int = 20
-    holdout_ratio: float = 4.0  # the extrapolation check fits k <= k_max / 4, predicts k_max
-    bootstrap: int | None = None  # None: as many as vote used (recorded in vote.json)
-    seed: int = 0
-    ci: float = 0.95
-    force: bool = False  # replace a fit of other votes in the output directory
-
-    def __post_init__(self):
-        self.votes = Path(self.votes)
-        if self.out is not None:
-            self.out = Path(self.out)
-        if self.k_min < 1:
-            raise ValueError(f"k_min={self.k_min} must be at least 1")
-        if self.grid_points < 2:
-            raise ValueError(f"grid_points={self.grid_points} must be at least 2")
-        if not self.holdout_ratio > 1:
-            raise ValueError(f"holdout_ratio={self.holdout_ratio} must be above 1, e.g. 4")
-        if not 0 < self.ci < 1:
-            raise ValueError(f"ci={self.ci} must lie strictly between 0 and 1, e.g. 0.95")
-
-    @property
-    def out_dir(self) -> Path:
-        return self.out if self.out is not None else self.votes.parent / "fits"
-
-    from_dict = classmethod(_from_dict)
-    to_dict = _to_dict
+        if self.input.is_dir():
+            return RunDir(self.input).votes.path
+        return self.input.parent / "votes"  # beside an answers file
 
 
 def parse_k(spec: str | None, n_voters: int | None) -> np.ndarray:

@@ -2,12 +2,12 @@
 Monte-Carlo, and the dispatcher the vote stage calls.
 
 Pure numpy/scipy on in-memory histograms: no I/O.  Vocabulary as in
-:mod:`ensemble.voting`: a problem's pool is a :class:`~ensemble.voting.Histogram`
+:mod:`ensemble.voting.estimators`: a problem's pool is a :class:`~ensemble.voting.estimators.Histogram`
 ``(g, others, a)`` of N voters, a committee is a uniformly random k-subset of them, it
 votes by plurality over non-null answers, a t-way tie at the top that includes gold is
 won with probability ``1/t``, and a committee without a gold vote is wrong.
 
-:func:`ensemble.voting.exact_accuracy` computes every committee size ``1..k_max`` in
+:func:`ensemble.voting.estimators.exact_accuracy` computes every committee size ``1..k_max`` in
 about ``O(m^2 N^3)`` time and ``O(m N^2)`` memory (m wrong classes): fine for hundreds
 of voters, out of reach at 10^4-10^5.  :func:`windowed_accuracy` computes only the
 requested sizes, at a cost per (problem, k) that does not grow with N (it grows with the
@@ -25,7 +25,7 @@ from scipy import fft as _fft
 from scipy.special import gammaln, roots_legendre
 from scipy.stats import binom
 
-from .voting import Histogram, exact_matrix
+from ensemble.voting.estimators import Histogram, exact_matrix
 
 __all__ = [
     "windowed_accuracy",
@@ -470,9 +470,9 @@ def windowed_accuracy(h: Histogram, ks, eps: float = 1e-13) -> tuple[np.ndarray,
 
     Examples
     --------
-    Two voters right, one wrong (see :func:`ensemble.voting.exact_accuracy`):
+    Two voters right, one wrong (see :func:`ensemble.voting.estimators.exact_accuracy`):
 
-    >>> from ensemble.voting import Histogram
+    >>> from ensemble.voting.estimators import Histogram
     >>> acc, bound = windowed_accuracy(Histogram(2, (1,), 0), [1, 2, 3])
     >>> [round(float(x), 12) for x in acc]
     [0.666666666667, 0.666666666667, 1.0]
@@ -568,7 +568,7 @@ def histogram_monte_carlo(hists: Sequence[Histogram], ks, draws: int, seed: int,
 
     Examples
     --------
-    >>> from ensemble.voting import Histogram
+    >>> from ensemble.voting.estimators import Histogram
     >>> W, hw = histogram_monte_carlo([Histogram(2, (1,), 0)], [2], draws=20000, seed=0)
     >>> bool(abs(W[0, 0] - 2 / 3) <= hw.cell)
     True
@@ -671,7 +671,7 @@ def accuracy_matrix(hists: Sequence[Histogram], ks, eps: float = 1e-13,
     eps : float, default 1e-13
         Truncation level of :func:`windowed_accuracy`.
     method : {"auto", "exact", "windowed"}, default "auto"
-        ``"auto"`` picks per problem: :func:`ensemble.voting.exact_matrix` (the
+        ``"auto"`` picks per problem: :func:`ensemble.voting.estimators.exact_matrix` (the
         polynomial method, bound 0, bit-identical to it) for pools of at most 256
         voters and wherever its predicted cost is below the windowed method's (and
         its memory is small), :func:`windowed_accuracy` otherwise.
@@ -693,12 +693,12 @@ def accuracy_matrix(hists: Sequence[Histogram], ks, eps: float = 1e-13,
 
     References
     ----------
-    :func:`ensemble.voting.exact_accuracy` (the polynomial method) and
+    :func:`ensemble.voting.estimators.exact_accuracy` (the polynomial method) and
     :func:`windowed_accuracy` (and the references given there).
 
     Examples
     --------
-    >>> from ensemble.voting import Histogram, exact_matrix
+    >>> from ensemble.voting.estimators import Histogram, exact_matrix
     >>> hs = [Histogram(3, (1, 2), 0), Histogram(1, (1,), 4)]
     >>> W, bound = accuracy_matrix(hs, [1, 3, 6])
     >>> bool((W == exact_matrix(hs, [1, 3, 6])).all()), bound.tolist()

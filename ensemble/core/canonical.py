@@ -205,7 +205,7 @@ def canonicalize(
     The ``"math"`` mode clusters the distinct strings of each problem.  They are
     visited gold first, then answers by decreasing count (ties by string), each
     parsed once (math-verify's ``parse`` of the string boxed, through the cached
-    parser of :mod:`eval.grading`; the content of a ``\\boxed{...}`` is used when
+    parser of :mod:`ensemble.core.grading`; the content of a ``\\boxed{...}`` is used when
     there is one).  Strings whose parses are identical sympy objects are merged
     outright (union-find).  Each remaining string is then compared with
     ``verify(representative, string)`` against the representatives of the classes
@@ -225,7 +225,7 @@ def canonicalize(
     compared.  So 200 distinct integers cost no ``verify`` call at all, and 200
     distinct MATH-style answers a few dozen.  Unparsable strings only
     match themselves.  In the main thread math-verify's own 5 s timeouts apply;
-    in other threads they are off (signals), as in :mod:`eval.grading`.
+    in other threads they are off (signals), as in :mod:`ensemble.core.grading`.
 
     Examples
     --------
@@ -275,7 +275,7 @@ def _require_math_verify():
 
 def _math_merge(ans: pd.Series, gld: pd.Series, problem_ids: pd.Series):
     mv = _require_math_verify()
-    from eval.grading import _parse, last_boxed
+    from ensemble.core.grading import _parse, last_boxed
 
     def parsed(s: str) -> list:
         if _INTEGER.fullmatch(s):  # what parse() gives for an integer, without parsing

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterable
 
 KINDS = ("aime", "math")
 MAX_CHARS = 4000  # longest answer text handed to the parser (bounds sympy's work)
@@ -168,3 +169,27 @@ def canonical_gold(gold: str, kind: str = "aime") -> str:
     """Gold answers are canonicalised like completions (a bare gold is read as boxed)."""
     g = extract(f"\\boxed{{{gold}}}" if last_boxed(str(gold)) is None else str(gold), kind)
     return g if g is not None else str(gold).strip()
+
+
+def grading_kind(kind: str, source: str, golds: Iterable[str]) -> str:
+    """How answers of a problem set are graded: ``kind`` unless it is ``auto``.
+
+    ``auto`` is ``aime`` (integers 0-999) for synthetic sets, AIME presets and any set
+    whose every gold answer is such an integer, else ``math`` (LaTeX equivalence).
+    Training rewards and answering use this one rule, so a variant is rewarded for what
+    it is later graded on.
+
+    Examples
+    --------
+    >>> grading_kind("auto", "pool.jsonl", ["12", "999"]), grading_kind("auto", "x", ["1/2"])
+    ('aime', 'math')
+    """
+    from ensemble.core.problems import PRESETS, SYNTHETIC
+
+    if kind != "auto":
+        return kind
+    source = str(source)
+    if SYNTHETIC.match(source) or (source in PRESETS and PRESETS[source].kind == "aime"):
+        return "aime"
+    ints = all(g.isdigit() and 0 <= int(g) <= 999 for g in golds)
+    return "aime" if ints else "math"

@@ -34,7 +34,7 @@ class Preset:
     problem_field: str
     answer_field: str
     id_field: str | None
-    kind: str  # grading kind, see eval.grading
+    kind: str  # grading kind, see ensemble.core.grading
 
 
 # Usual Hugging Face ids for online users; offline, pass a local file instead.

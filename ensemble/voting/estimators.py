@@ -301,19 +301,15 @@ class MonteCarloResult:
 
     Attributes
     ----------
-    W : ndarray, shape (problems, len(ks))
-        Per-problem accuracy averaged over the B committees.
+    per_problem : ndarray, shape (problems, len(ks))
+        Per-problem accuracy W[problem, k] averaged over the B committees.
     committee_acc : ndarray, shape (B, len(ks))
         Accuracy of each committee averaged over problems (its spread is the
         committee-to-committee variation a single fixed ensemble would show).
     """
 
-    W: np.ndarray
+    per_problem: np.ndarray
     committee_acc: np.ndarray
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.committee_acc.mean(axis=0)
 
     @property
     def sd(self) -> np.ndarray:

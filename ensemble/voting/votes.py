@@ -1,6 +1,6 @@
 """The vote stage: answers -> accuracy-versus-k curves with uncertainty.
 
-Reads an answers table (see :mod:`ensemble.answers`), builds the voter pools, computes
+Reads an answers table (see :mod:`ensemble.core.answers`), builds the voter pools, computes
 the per-problem accuracy matrix W[problem, k] for every condition (exact estimator or
 Monte-Carlo committees), pass@k, and bootstrap CIs over problems, and writes
 
@@ -11,7 +11,7 @@ Monte-Carlo committees), pass@k, and bootstrap CIs over problems, and writes
   (condition, model_id, problem_id, k, accuracy, pass_at_k),
 * ``voters.csv``: accuracy of every single voter (condition, voter, accuracy),
 * ``diversity.csv``: per (condition, k) the effective number of independent voters and
-  the headroom pass@k - accuracy with its CI (see :mod:`ensemble.diversity`),
+  the headroom pass@k - accuracy with its CI (see :mod:`ensemble.voting.diversity`),
 * ``vote.json``: settings, input hash, versions, and per condition the diversity
   diagnostics (disagreement, correctness correlations, effective-voter limit).
 """
@@ -25,17 +25,19 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ensemble import answers as A
-from ensemble import voting
-from ensemble.diversity import Diversity, diversity, pair_counts
-from ensemble.voting_scale import accuracy_matrix, histogram_monte_carlo
-from ensemble.bootstrap import (ci_sources, model_resamples, percentile_ci, problem_resamples,
+from ensemble.core.answers import load_answers
+from ensemble.voting import estimators as voting
+from ensemble.voting.pools import Pool, Pools, build_pools
+from ensemble.voting.diversity import Diversity, diversity, pair_counts
+from ensemble.voting.scale import accuracy_matrix, histogram_monte_carlo
+from ensemble.core.bootstrap import (ci_sources, model_resamples, percentile_ci, problem_resamples,
                                 resampled_model_means)
-from ensemble.config import VoteConfig, parse_k
-from ensemble.runio import (atomic_dir, check_output_dir, check_same_source, exclusive,
-                            sibling_lock, versions, write_csv, write_json, write_parquet)
+from ensemble.voting.config import VoteConfig, parse_k
+from ensemble.core.files import (atomic_dir, check_output_dir, check_same_source, exclusive,
+                            sibling_lock, write_csv, write_json, write_parquet)
+from ensemble.core.rundir import VOTE_MARKER, VotesDir
+from ensemble.core.versions import versions
 
-VOTE_MARKER = "vote.json"  # written last into every complete votes directory
 
 
 @dataclass
@@ -44,7 +46,7 @@ class ModelCurve:
 
     model_id: str
     n_voters: int
-    W: np.ndarray  # (problems, K)
+    per_problem: np.ndarray  # W[problem, k]: expected accuracy, shape (problems, K)
     pass_k: np.ndarray  # (problems, K)
     committee_sd: np.ndarray | None = None  # Monte-Carlo only
     error_bound: np.ndarray | None = None  # per k, see _pool_curves
@@ -52,11 +54,11 @@ class ModelCurve:
 
 @dataclass
 class ConditionResult:
-    """W and pass@k of one condition (for repetition: averaged over its models)."""
+    """Per-problem accuracy W and pass@k of one condition (repetition: averaged over its models)."""
 
     name: str
     ks: np.ndarray
-    W: np.ndarray  # (problems, K)
+    per_problem: np.ndarray  # W[problem, k]: expected accuracy, shape (problems, K)
     pass_k: np.ndarray  # (problems, K)
     n_voters: int
     n_models: int = 1
@@ -65,15 +67,15 @@ class ConditionResult:
     error_bound: np.ndarray | None = None  # per k: the largest over this condition's pools
 
     @property
-    def model_W(self) -> np.ndarray:
+    def model_per_problem(self) -> np.ndarray:
         """W of every control model, shape (models, problems, K); (1, P, K) otherwise."""
         if self.per_model:
-            return np.stack([m.W for m in self.per_model])
-        return self.W[None]
+            return np.stack([m.per_problem for m in self.per_model])
+        return self.per_problem[None]
 
     @property
     def model_pass_k(self) -> np.ndarray:
-        """pass@k of every control model, shape (models, problems, K), as model_W."""
+        """pass@k of every control model, shape (models, problems, K), as model_per_problem."""
         if self.per_model:
             return np.stack([m.pass_k for m in self.per_model])
         return self.pass_k[None]
@@ -93,12 +95,12 @@ class VoteResult:
     diversity_curve: pd.DataFrame | None = None  # per (condition, k): n_eff, headroom
 
 
-def _pool_curves(pool: A.Pool, ks: np.ndarray, cfg: VoteConfig):
+def _pool_curves(pool: Pool, ks: np.ndarray, cfg: VoteConfig):
     """(W, pass@k, committee sd or None, error bound per k) of one pool.
 
     The error bound is what the estimator guarantees for every cell: the exact
     estimator's proved truncation bound (0 where the polynomial method ran, see
-    :func:`ensemble.voting_scale.accuracy_matrix`), or the Hoeffding half-width of the
+    :func:`ensemble.voting.scale.accuracy_matrix`), or the Hoeffding half-width of the
     histogram Monte-Carlo at 1 - 1e-3 confidence; NaN for committee Monte-Carlo, whose
     spread is reported as committee_sd instead.
     """
@@ -107,7 +109,7 @@ def _pool_curves(pool: A.Pool, ks: np.ndarray, cfg: VoteConfig):
     sd = None
     if cfg.estimator == "monte-carlo":
         mc = voting.monte_carlo(pool.codes, pool.gold, ks, cfg.committees, cfg.seed)
-        W, sd, bound = mc.W, mc.sd, np.full(len(ks), np.nan)
+        W, sd, bound = mc.per_problem, mc.sd, np.full(len(ks), np.nan)
     else:
         hists = [voting.histogram(pool.codes[p], pool.gold[p]) for p in range(len(pool.gold))]
         if cfg.estimator == "exact":
@@ -123,14 +125,14 @@ def _is_log(spec: str | None) -> bool:
     return spec is not None and str(spec).replace(" ", "").startswith("log:")
 
 
-def condition_grids(spec: str | None, pools: dict[str, list[A.Pool]],
+def condition_grids(spec: str | None, pools: dict[str, list[Pool]],
                     source) -> dict[str, np.ndarray]:
     """The k grid of every condition, each k within every pool of that condition.
 
     Parameters
     ----------
     spec : str or None
-        The ``--k`` spec (see :func:`ensemble.config.parse_k`).
+        The ``--k`` spec (see :func:`ensemble.voting.config.parse_k`).
     pools : dict
         Condition name -> its voter pools (one for collaboration, one per control model
         for repetition).
@@ -190,58 +192,87 @@ def condition_grids(spec: str | None, pools: dict[str, list[A.Pool]],
 
 def compute(table: pd.DataFrame, cfg: VoteConfig, progress: bool = False) -> VoteResult:
     """Curves of every condition in ``table`` (pure computation, no files)."""
-    pools = A.build_pools(table)
+    pools = build_pools(table)
     by_cond = {n: [p] for n, p in pools.pools.items()} | dict(pools.by_model)
     grids = condition_grids(cfg.k, by_cond, cfg.input)
-    conds: dict[str, ConditionResult] = {}
+    conds = _condition_results(by_cond, grids, set(pools.by_model), cfg, progress)
+    idx = problem_resamples(len(pools.problems), cfg.bootstrap, cfg.seed)
+    curve, by_model, per_problem, per_problem_by_model = _curve_tables(conds, pools.problems,
+                                                                        idx, cfg)
+    missing = {p.name: p.missing for plist in by_cond.values() for p in plist}
+    div = _diversity(pools, idx, cfg)
+    div_curve = pd.concat([_diversity_rows(c, div[name], idx, cfg) for name, c in conds.items()],
+                          ignore_index=True)
+    return VoteResult(pools.problems, conds, curve, by_model, per_problem, per_problem_by_model,
+                      _voter_table(by_cond, set(pools.by_model)), missing, div, div_curve)
+
+
+def _condition_results(by_cond: dict[str, list[Pool]], grids: dict[str, np.ndarray],
+                       per_model: set[str], cfg: VoteConfig,
+                       progress: bool) -> dict[str, ConditionResult]:
+    """Vote every pool on its condition's grid; a condition's curve averages its pools
+    (the repetition control's models, each on its own samples)."""
     jobs = [(name, p) for name, plist in by_cond.items() for p in plist]
     curves: dict[str, list[ModelCurve]] = {name: [] for name in by_cond}
     for name, p in tqdm(jobs, desc="voting", disable=not progress, leave=False):
         W, pk, sd, bound = _pool_curves(p, grids[name], cfg)
         curves[name].append(ModelCurve(p.name.split("/", 1)[-1], p.n_voters, W, pk, sd, bound))
+    conds = {}
     for name, mc in curves.items():
         sd = (np.mean([m.committee_sd for m in mc], axis=0) if cfg.estimator == "monte-carlo"
               else None)
         conds[name] = ConditionResult(
-            name, grids[name], np.mean([m.W for m in mc], axis=0),
+            name, grids[name], np.mean([m.per_problem for m in mc], axis=0),
             np.mean([m.pass_k for m in mc], axis=0), min(m.n_voters for m in mc), len(mc), sd,
-            mc if name in pools.by_model else [], np.max([m.error_bound for m in mc], axis=0),
+            mc if name in per_model else [], np.max([m.error_bound for m in mc], axis=0),
         )
-    idx = problem_resamples(len(pools.problems), cfg.bootstrap, cfg.seed)
+    return conds
+
+
+def _curve_row(name: str, c: ConditionResult, idx: np.ndarray, n_problems: int,
+               cfg: VoteConfig) -> pd.DataFrame:
+    """One condition's curve.csv rows, with bootstrap CIs.
+
+    Several control models are resampled with the problems, so the CI includes the
+    choice of control model (ensemble.core.bootstrap.resampled_model_means).
+    """
+    midx = model_resamples(c.n_models, cfg.bootstrap, cfg.seed)
+    lo, hi = percentile_ci(resampled_model_means(c.model_per_problem, idx, midx), cfg.ci)
+    plo, phi = percentile_ci(resampled_model_means(c.model_pass_k, idx, midx), cfg.ci)
+    return pd.DataFrame({
+        "condition": name, "k": c.ks, "accuracy": c.per_problem.mean(axis=0), "ci_low": lo,
+        "ci_high": hi, "pass_at_k": c.pass_k.mean(axis=0), "pass_ci_low": plo,
+        "pass_ci_high": phi,
+        "committee_sd": c.committee_sd if c.committee_sd is not None else np.nan,
+        "error_bound": c.error_bound,
+        "n_voters": c.n_voters, "n_models": c.n_models, "n_problems": n_problems,
+        "estimator": cfg.estimator,
+    })
+
+
+def _long(W: np.ndarray, pass_k: np.ndarray, problems: list[str], ks: np.ndarray,
+          **labels) -> pd.DataFrame:
+    """A per-problem matrix W[problem, k] in long form (per_problem*.parquet)."""
+    P, K = W.shape
+    return pd.DataFrame({**labels, "problem_id": np.repeat(problems, K), "k": np.tile(ks, P),
+                         "accuracy": W.ravel(), "pass_at_k": pass_k.ravel()})
+
+
+def _curve_tables(conds: dict[str, ConditionResult], problems: list[str], idx: np.ndarray,
+                  cfg: VoteConfig):
+    """curve, curve_by_model, per_problem and per_problem_by_model as data frames."""
     curve_rows, model_rows, long_rows, long_model_rows = [], [], [], []
     for name, c in conds.items():
-        # Several control models: resample them with the problems, so the CI includes
-        # the choice of control model (ensemble.bootstrap.resampled_model_means).
-        midx = model_resamples(c.n_models, cfg.bootstrap, cfg.seed)
-        boot = resampled_model_means(c.model_W, idx, midx)
-        lo, hi = percentile_ci(boot, cfg.ci)
-        pboot = resampled_model_means(c.model_pass_k, idx, midx)
-        plo, phi = percentile_ci(pboot, cfg.ci)
-        curve_rows.append(pd.DataFrame({
-            "condition": name, "k": c.ks, "accuracy": c.W.mean(axis=0), "ci_low": lo,
-            "ci_high": hi, "pass_at_k": c.pass_k.mean(axis=0), "pass_ci_low": plo,
-            "pass_ci_high": phi,
-            "committee_sd": c.committee_sd if c.committee_sd is not None else np.nan,
-            "error_bound": c.error_bound,
-            "n_voters": c.n_voters, "n_models": c.n_models, "n_problems": len(pools.problems),
-            "estimator": cfg.estimator,
-        }))
-        P, K = c.W.shape
+        curve_rows.append(_curve_row(name, c, idx, len(problems), cfg))
         for m in c.per_model:
             model_rows.append(pd.DataFrame({
                 "condition": name, "model_id": m.model_id, "k": c.ks,
-                "accuracy": m.W.mean(axis=0), "pass_at_k": m.pass_k.mean(axis=0),
+                "accuracy": m.per_problem.mean(axis=0), "pass_at_k": m.pass_k.mean(axis=0),
                 "n_voters": m.n_voters,
             }))
-            long_model_rows.append(pd.DataFrame({
-                "condition": name, "model_id": m.model_id,
-                "problem_id": np.repeat(pools.problems, K), "k": np.tile(c.ks, P),
-                "accuracy": m.W.ravel(), "pass_at_k": m.pass_k.ravel(),
-            }))
-        long_rows.append(pd.DataFrame({
-            "condition": name, "problem_id": np.repeat(pools.problems, K),
-            "k": np.tile(c.ks, P), "accuracy": c.W.ravel(), "pass_at_k": c.pass_k.ravel(),
-        }))
+            long_model_rows.append(_long(m.per_problem, m.pass_k, problems, c.ks, condition=name,
+                                         model_id=m.model_id))
+        long_rows.append(_long(c.per_problem, c.pass_k, problems, c.ks, condition=name))
     curve = pd.concat(curve_rows, ignore_index=True)
     by_model = (pd.concat(model_rows, ignore_index=True) if model_rows else
                 pd.DataFrame(columns=["condition", "model_id", "k", "accuracy", "pass_at_k",
@@ -250,23 +281,21 @@ def compute(table: pd.DataFrame, cfg: VoteConfig, progress: bool = False) -> Vot
         pd.concat(long_model_rows, ignore_index=True) if long_model_rows else
         pd.DataFrame(columns=["condition", "model_id", "problem_id", "k", "accuracy",
                               "pass_at_k"]))
-    per_problem = pd.concat(long_rows, ignore_index=True)
-    voters = pd.concat([
+    return curve, by_model, pd.concat(long_rows, ignore_index=True), per_problem_by_model
+
+
+def _voter_table(by_cond: dict[str, list[Pool]], per_model: set[str]) -> pd.DataFrame:
+    """voters.csv: every voter's own accuracy (control models' samples as model/sample)."""
+    return pd.concat([
         pd.DataFrame({"condition": n, "voter": [f"{p.name.split('/', 1)[-1]}/{v}"
-                                                 if n in pools.by_model else v for v in p.voters],
+                                                 if n in per_model else v for v in p.voters],
                       "accuracy": (p.codes == p.gold[:, None]).mean(axis=0)})
         for n, plist in by_cond.items() for p in plist
     ], ignore_index=True)
-    missing = {p.name: p.missing for plist in by_cond.values() for p in plist}
-    div = _diversity(pools, idx, cfg)
-    div_curve = pd.concat([_diversity_rows(c, div[name], idx, cfg) for name, c in conds.items()],
-                          ignore_index=True)
-    return VoteResult(pools.problems, conds, curve, by_model, per_problem, per_problem_by_model,
-                      voters, missing, div, div_curve)
 
 
-def _diversity(pools: A.Pools, idx: np.ndarray, cfg: VoteConfig) -> dict[str, Diversity]:
-    """The diagnostics of :mod:`ensemble.diversity` for every condition.
+def _diversity(pools: Pools, idx: np.ndarray, cfg: VoteConfig) -> dict[str, Diversity]:
+    """The diagnostics of :mod:`ensemble.voting.diversity` for every condition.
 
     Collaboration's voters are grouped by the variant they come from (``model/sample``);
     repetition's by control model.  With one control model, the collaboration pool's
@@ -292,11 +321,11 @@ def _diversity_rows(c: ConditionResult, d: Diversity, idx: np.ndarray,
                     cfg: VoteConfig) -> pd.DataFrame:
     """Per k: the effective number of independent voters and the headroom over the vote."""
     midx = model_resamples(c.n_models, cfg.bootstrap, cfg.seed)
-    head = c.model_pass_k - c.model_W
+    head = c.model_pass_k - c.model_per_problem
     lo, hi = percentile_ci(resampled_model_means(head, idx, midx), cfg.ci)
     return pd.DataFrame({
         "condition": c.name, "k": c.ks, "n_eff": d.n_eff(c.ks),
-        "accuracy": c.W.mean(axis=0), "pass_at_k": c.pass_k.mean(axis=0),
+        "accuracy": c.per_problem.mean(axis=0), "pass_at_k": c.pass_k.mean(axis=0),
         "headroom": head.mean(axis=(0, 1)), "headroom_ci_low": lo, "headroom_ci_high": hi,
     })
 
@@ -318,17 +347,18 @@ def run_vote(cfg: VoteConfig, progress: bool = True) -> VoteResult:
 
 
 def _vote_into(cfg: VoteConfig, progress: bool) -> VoteResult:
-    table, digest = A.load_answers(cfg.input, cfg.canonical)
+    table, digest = load_answers(cfg.input, cfg.canonical)
     result = compute(table, cfg, progress=progress)
-    with atomic_dir(cfg.out_dir, "votes directory", VOTE_MARKER) as out:
-        write_csv(out / "curve.csv", result.curve)
-        write_parquet(out / "curve.parquet", result.curve)
-        write_csv(out / "curve_by_model.csv", result.by_model)
-        write_parquet(out / "per_problem.parquet", result.per_problem)
-        write_parquet(out / "per_problem_by_model.parquet", result.per_problem_by_model)
-        write_csv(out / "voters.csv", result.voters)
-        write_csv(out / "diversity.csv", result.diversity_curve)
-        write_json(out / "vote.json", {
+    with atomic_dir(cfg.out_dir, "votes directory", VOTE_MARKER) as tmp:
+        out = VotesDir(tmp)
+        write_csv(out.curve_csv, result.curve)
+        write_parquet(out.curve_parquet, result.curve)
+        write_csv(out.curve_by_model, result.by_model)
+        write_parquet(out.per_problem, result.per_problem)
+        write_parquet(out.per_problem_by_model, result.per_problem_by_model)
+        write_csv(out.voters, result.voters)
+        write_csv(out.diversity, result.diversity_curve)
+        write_json(out.meta, {
             "config": cfg.to_dict(),
             "input_sha256": digest,
             "n_rows": len(table),
