@@ -171,16 +171,26 @@ class FitResult:
                          f"[{h.ci[0]:+.4f}, {h.ci[1]:+.4f}] {h.verdict()}")
             lines.append(f"{name:<14} {L.a:7.4f} {L.b:8.4f} "
                          f"{f'[{L.b_ci[0]:.4f}, {L.b_ci[1]:.4f}]':>19}   {check}")
+        lines += [f"{label}: {text}" for label, text in self.comparison_rows()]
         if self.comparison:
-            c = self.comparison
-            lo, hi = c["slope_diff_ci"]
-            lines.append(f"collaboration - repetition: slope {c['slope_diff']:+.4f} "
-                         f"[{lo:+.4f}, {hi:+.4f}]")
-            for g in c["gaps"]:
-                lines.append(f"  gap at k={g['k']:<5} {g['gap']:+.4f} [{g['ci_low']:+.4f}, "
-                             f"{g['ci_high']:+.4f}] ({g['method']})")
-            lines.append(f"CIs include: {', '.join(c['ci_sources'])}")
+            lines.append(f"CIs include: {', '.join(self.comparison['ci_sources'])}")
         return "\n".join(lines)
+
+    def comparison_rows(self) -> list[tuple[str, str]]:
+        """The comparison as (label, text) rows: the gaps at several k, the slope
+        difference.  The one rendering of it: :meth:`summary` and the run headline
+        (``fits.report.headline``) both print these rows."""
+        if not self.comparison:
+            return []
+        c = self.comparison
+        rows = [("gap", f"collaboration - repetition at k={g['k']}: {g['gap']:+.3f} "
+                        f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}] ({g['method']})")
+                for g in c["gaps"]]
+        lo, hi = c["slope_diff_ci"]
+        rows.append(("slope diff", f"b_collaboration - b_repetition over k={c['k_range'][0]}.."
+                                   f"{c['k_range'][1]}: {c['slope_diff']:+.4f} "
+                                   f"[{lo:+.4f}, {hi:+.4f}]"))
+        return rows
 
     def __repr__(self) -> str:
         return f"FitResult(\n{self.summary()}\n)"

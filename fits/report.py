@@ -303,11 +303,27 @@ def _verdict(c: dict) -> str:
 
 def render_markdown(votes: Votes, fit: FitResult, figures: list[Path], root: Path,
                     diversity: pd.DataFrame | None = None) -> str:
-    meta = votes.meta
-    cfg = meta.get("config", {})
+    """report.md: the settings, the curves, the fits and their check, the comparison, why,
+    the figures and the caveats, all read from the votes and ``fit.json``."""
     n_problems = int(votes.curve["n_problems"].iloc[0])
     lines = ["# Collective intelligence report", ""]
-    lines += ["## Settings", ""]
+    lines += _settings_section(votes.meta, n_problems)
+    lines += ["", "## Accuracy by committee size", "", _curve_table(votes.curve), ""]
+    lines += _fits_section(fit)
+    lines += _holdout_section(fit)
+    if fit.comparison:
+        lines += _comparison_section(fit.comparison)
+    k_div = fit.comparison["gaps"][-1]["k"] if fit.comparison else int(votes.curve["k"].max())
+    lines += diversity_section(votes.meta, diversity, k_div)
+    lines += ["## Figures", ""]
+    lines += [f"![{f.stem}]({f.relative_to(root).as_posix()})" for f in figures]
+    lines += _caveats(n_problems)
+    return "\n".join(lines)
+
+
+def _settings_section(meta: dict, n_problems: int) -> list[str]:
+    cfg = meta.get("config", {})
+    lines = ["## Settings", ""]
     lines.append(f"- input: `{cfg.get('input')}` (sha256 `{str(meta.get('input_sha256'))[:16]}…`)")
     lines.append(f"- estimator: {cfg.get('estimator')}; bootstrap resamples over problems: "
                  f"{cfg.get('bootstrap')} (seed {cfg.get('seed')}); CI level {cfg.get('ci')}")
@@ -318,76 +334,82 @@ def render_markdown(votes: Votes, fit: FitResult, figures: list[Path], root: Pat
     missing = {k: v for k, v in meta.get("missing_answers", {}).items() if v}
     if missing:
         lines.append(f"- missing answers counted as no answer: {missing}")
-    lines += ["", "## Accuracy by committee size", "", _curve_table(votes.curve), ""]
-    lines += ["## Fits: accuracy ≈ a + b·ln k", "",
-              f"Every condition is fitted on the same {len(fit.k_grid)} log-spaced committee "
-              f"sizes from k = {fit.k_grid[0]} to {fit.k_grid[-1]} "
-              f"({', '.join(map(str, fit.k_grid))}), so each decade of k weighs the same and "
-              "the slopes are comparable.", "",
-              "| condition | a | a 95% CI | b | b 95% CI | CI includes |",
-              "|---|---|---|---|---|---|"]
+    return lines
+
+
+def _fits_section(fit: FitResult) -> list[str]:
+    lines = ["## Fits: accuracy ≈ a + b·ln k", "",
+             f"Every condition is fitted on the same {len(fit.k_grid)} log-spaced committee "
+             f"sizes from k = {fit.k_grid[0]} to {fit.k_grid[-1]} "
+             f"({', '.join(map(str, fit.k_grid))}), so each decade of k weighs the same and "
+             "the slopes are comparable.", "",
+             "| condition | a | a 95% CI | b | b 95% CI | CI includes |",
+             "|---|---|---|---|---|---|"]
     for name, f in fit.conditions.items():
         L = f.log
         lines.append(f"| {name} | {L.a:.4f} | [{L.a_ci[0]:.4f}, {L.a_ci[1]:.4f}] | {L.b:.4f} | "
                      f"[{L.b_ci[0]:.4f}, {L.b_ci[1]:.4f}] | {_sources(f.sources, f.n_models)} |")
-    lines += ["", "### Does ln k extrapolate on this data?", "",
-              "Each curve is fitted again on its lower part only (k ≤ k_max / "
-              f"{fit.config.holdout_ratio:g}) and the fit's prediction at k_max is compared "
-              "with the measured accuracy there. A difference whose CI holds 0 means the log "
-              "law carried over the held-out range; a negative one means the curve bends down "
-              "(saturates) faster than ln k.", "",
-              "| condition | fitted on k ≤ | k_max | measured | predicted | measured − predicted "
-              "(95% CI) | verdict | saturating fit, same check |",
-              "|---|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def _holdout_section(fit: FitResult) -> list[str]:
+    ratio = f"{fit.config.holdout_ratio:g}"
+    lines = ["", "### Does ln k extrapolate on this data?", "",
+             f"Each curve is fitted again on its lower part only (k ≤ k_max / {ratio}) and "
+             "the fit's prediction at k_max is compared with the measured accuracy there. A "
+             "difference whose CI holds 0 means the log law carried over the held-out range; "
+             "a negative one means the curve bends down (saturates) faster than ln k.", "",
+             "| condition | fitted on k ≤ | k_max | measured | predicted | measured − predicted "
+             "(95% CI) | verdict | saturating fit, same check |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, f in fit.conditions.items():
         h = f.holdout
         if h is None:
             lines.append(f"| {name} | — | — | — | — | — | grid too short (needs 3 points at "
-                         f"k ≤ k_max/{fit.config.holdout_ratio:g}) | — |")
+                         f"k ≤ k_max/{ratio}) | — |")
             continue
         sat = "—" if f.saturating_holdout is None else f"{f.saturating_holdout:+.4f}"
         lines.append(f"| {name} | {h.k_fit_max} | {h.k_top} | {h.measured:.4f} | "
                      f"{h.predicted:.4f} | {h.error:+.4f} [{h.ci[0]:+.4f}, {h.ci[1]:+.4f}] | "
                      f"{h.verdict()} | {sat} |")
-    lines.append("")
-    if fit.comparison:
-        c = fit.comparison
-        lines += ["## Collaboration versus repetition", "",
-                  "| k | collaboration | repetition | gap (collaboration − repetition) | "
-                  "95% CI | interval method |", "|---|---|---|---|---|---|"]
-        for g in c["gaps"]:
-            lines.append(f"| {g['k']} | {g['accuracy_collaboration']:.4f} | "
-                         f"{g['accuracy_repetition']:.4f} | **{g['gap']:+.4f}** | "
-                         f"[{g['ci_low']:+.4f}, {g['ci_high']:+.4f}] | {g['method']} |")
-        lo, hi = c["slope_diff_ci"]
-        lines += ["", f"- slope difference b_collab − b_rep over k = {c['k_range'][0]}.."
-                  f"{c['k_range'][1]}: **{c['slope_diff']:+.4f}** [{lo:+.4f}, {hi:+.4f}]",
-                  f"- {_verdict(c)}",
-                  f"- The CIs include the variance from: {', '.join(c['ci_sources'])}"
-                  + (". With one control model the comparison is conditional on that model."
-                     if "control models" not in c["ci_sources"] else
-                     " (control models resampled together with the problems).")
-                  + " Both conditions are paired on the same resampled problems; the "
-                  "population of variants itself is held fixed.", ""]
-    k_div = fit.comparison["gaps"][-1]["k"] if fit.comparison else int(votes.curve["k"].max())
-    lines += diversity_section(meta, diversity, k_div)
-    lines += ["## Figures", ""]
-    for f in figures:
-        lines.append(f"![{f.stem}]({f.relative_to(root).as_posix()})")
-    lines += ["", "## Caveats", "",
-              "- The points of a curve are correlated, not independent: every k averages "
-              "over the same problems and voters, so R², AIC and OLS standard errors would "
-              "overstate precision and are not reported. The bootstrap CIs (resampling "
-              "problems, and control models where there are several) are the honest ones.",
-              f"- With {n_problems} problems (AIME has 30), one problem moves accuracy by "
-              f"{1 / max(n_problems, 1):.3f}; CIs are wide and differences of a few points are "
-              "within noise.",
-              "- The bootstrap treats voters as fixed; a different population of variants "
-              "would add variance it does not show.",
-              "- ln k grows without bound while accuracy cannot pass the coverage (pass@k); "
-              "extrapolating the fit beyond the measured k range is not supported by the data.",
-              ""]
-    return "\n".join(lines)
+    return lines + [""]
+
+
+def _comparison_section(c: dict) -> list[str]:
+    lines = ["## Collaboration versus repetition", "",
+             "| k | collaboration | repetition | gap (collaboration − repetition) | "
+             "95% CI | interval method |", "|---|---|---|---|---|---|"]
+    for g in c["gaps"]:
+        lines.append(f"| {g['k']} | {g['accuracy_collaboration']:.4f} | "
+                     f"{g['accuracy_repetition']:.4f} | **{g['gap']:+.4f}** | "
+                     f"[{g['ci_low']:+.4f}, {g['ci_high']:+.4f}] | {g['method']} |")
+    lo, hi = c["slope_diff_ci"]
+    models = (". With one control model the comparison is conditional on that model."
+              if "control models" not in c["ci_sources"] else
+              " (control models resampled together with the problems).")
+    return lines + [
+        "", f"- slope difference b_collab − b_rep over k = {c['k_range'][0]}.."
+        f"{c['k_range'][1]}: **{c['slope_diff']:+.4f}** [{lo:+.4f}, {hi:+.4f}]",
+        f"- {_verdict(c)}",
+        f"- The CIs include the variance from: {', '.join(c['ci_sources'])}" + models
+        + " Both conditions are paired on the same resampled problems; the population of "
+        "variants itself is held fixed.", ""]
+
+
+def _caveats(n_problems: int) -> list[str]:
+    return ["", "## Caveats", "",
+            "- The points of a curve are correlated, not independent: every k averages "
+            "over the same problems and voters, so R², AIC and OLS standard errors would "
+            "overstate precision and are not reported. The bootstrap CIs (resampling "
+            "problems, and control models where there are several) are the honest ones.",
+            f"- With {n_problems} problems (AIME has 30), one problem moves accuracy by "
+            f"{1 / max(n_problems, 1):.3f}; CIs are wide and differences of a few points are "
+            "within noise.",
+            "- The bootstrap treats voters as fixed; a different population of variants "
+            "would add variance it does not show.",
+            "- ln k grows without bound while accuracy cannot pass the coverage (pass@k); "
+            "extrapolating the fit beyond the measured k range is not supported by the data.",
+            ""]
 
 
 def write_report(path: Path, out: Path | None = None) -> Report:
@@ -427,16 +449,9 @@ def headline(run_dir: Path, fit) -> str:
             f"[{last.ci_low:.3f}, {last.ci_high:.3f}]  slope b={f.b:.4f} "
             f"[{f.b_ci[0]:.4f}, {f.b_ci[1]:.4f}]"
         )
+    lines += [f"{label:>13}: {text}" for label, text in fit.comparison_rows()]
     if fit.comparison:
-        c = fit.comparison
-        for g in c["gaps"]:
-            lines.append(f"{'gap':>13}: collaboration - repetition at k={g['k']}: "
-                         f"{g['gap']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]")
-        lo, hi = c["slope_diff_ci"]
-        lines.append(f"{'slope diff':>13}: b_collaboration - b_repetition over k="
-                     f"{c['k_range'][0]}..{c['k_range'][1]}: {c['slope_diff']:+.4f} "
-                     f"[{lo:+.4f}, {hi:+.4f}]")
-        why = _why(votes, c["gaps"][-1]["k"])
+        why = _why(votes, fit.comparison["gaps"][-1]["k"])
         if why:
             lines.append(f"{'why':>13}: {why}")
     return "\n".join(lines)

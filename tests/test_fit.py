@@ -92,7 +92,8 @@ def test_fit_command_writes_json_and_compares(tmp_path):
     assert runner.invoke(main, ["vote", str(tmp_path / "r"), "--bootstrap", "300"]).exit_code == 0
     r = runner.invoke(main, ["fit", str(tmp_path / "r" / "votes")], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    assert "collaboration - repetition: slope" in r.output
+    assert "slope diff: b_collaboration - b_repetition over k=1..16" in r.output
+    assert "gap: collaboration - repetition at k=1: " in r.output
     assert "fit grid: 13 log-spaced k from 1 to 16" in r.output
     text = (tmp_path / "r" / "fits" / "fit.json").read_text()
     fit = json.loads(text, parse_constant=_no_constant)

@@ -164,6 +164,9 @@ def _bernstein_halfwidth(var: float, eps: float) -> float:
     return ln / 3.0 + math.sqrt(ln * ln / 9.0 + 2.0 * var * ln) + 1.0
 
 
+# Long on purpose: one pass of the windowed recursion whose truncation bound is proved in
+# windowed_accuracy's docstring; splitting it would hand a dozen coupled arrays and
+# window offsets between pieces and hide which truncation each line accounts for.
 def _rival_numerator(k: int, j_lo: int, gold_pmf: np.ndarray, rivals: list,
                      free_lo: int, free_pmf: np.ndarray, p: float,
                      eps: float) -> tuple[float, float]:
@@ -286,6 +289,8 @@ def _full_pool(h: Histogram) -> float:
     return 0.0 if h.g < top else 1.0 / sum(1 for c in (h.g, *h.others) if c == top)
 
 
+# Long on purpose: the window search, the pmf evaluations and the bound are batched over
+# every k in a few numpy calls (the speed of the large-N path); see the docstring's steps.
 def _windowed_batch(h: Histogram, ks: np.ndarray, eps: float):
     """acc and bound for committee sizes ``ks``, each in 1..N-1, with g >= 1.
 
