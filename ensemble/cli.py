@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ensemble import __version__
+from ensemble.core.rundir import RunDir
 from ensemble.flags import config_options, merge
 from ensemble.voting.config import VoteConfig
 from eval.config import AnswerConfig
@@ -157,7 +158,7 @@ def answer(config_or_run, **flags):
     cfg_file = None
     if config_or_run is not None:
         p = Path(config_or_run)
-        cfg_file = p / "config.toml" if p.is_dir() else p
+        cfg_file = RunDir(p).config if p.is_dir() else p
         if p.is_dir() and flags.get("out") is None:
             flags["out"] = p
     try:
@@ -255,7 +256,7 @@ def train(config, variants, plan_only, **flags):
 
     cfg_file = None
     if config is not None:
-        cfg_file = config / "config.toml" if config.is_dir() else config
+        cfg_file = RunDir(config).config if config.is_dir() else config
         if config.is_dir() and flags.get("out") is None:
             flags["out"] = config
     try:
