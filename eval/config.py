@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from ensemble.core.answers import CONDITIONS as ANSWER_CONDITIONS
 from ensemble.core.config import StrictConfig, setting
 from ensemble.core.models import LORA_RANKS
-from ensemble.core.prompts import DEFAULT_TEMPLATE
+from ensemble.core.prompts import DEFAULT_TEMPLATE, check_template
 from ensemble.core.rundir import RunDir
 
 BACKENDS = ("vllm", "hf")
@@ -119,8 +119,7 @@ class AnswerConfig(StrictConfig):
         if isinstance(self.repetition_model, str):
             self.repetition_model = [self.repetition_model]
         self.shard_index, self.shard_count = parse_shard(self.shard)
-        if "{problem}" not in self.prompt_template:
-            raise ValueError("prompt_template must contain {problem}")
+        check_template(self.prompt_template)
 
     @property
     def adapters_dir(self) -> Path:

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from ensemble.core.config import StrictConfig, read_toml, setting
 from ensemble.core.models import LORA_RANKS
-from ensemble.core.prompts import DEFAULT_TEMPLATE
+from ensemble.core.prompts import DEFAULT_TEMPLATE, check_template
 
 LAUNCHERS = ("local", "ray")
 MAX_VARIANTS = 100_000
@@ -165,8 +165,7 @@ class TrainConfig(StrictConfig):
             raise ValueError(f"top_p={self.top_p} must lie in (0, 1]")
         if self.learning_rate <= 0 or self.beta < 0 or self.format_reward < 0:
             raise ValueError("learning_rate must be positive; beta and format_reward >= 0")
-        if "{problem}" not in self.prompt_template:
-            raise ValueError("prompt_template must contain {problem}")
+        check_template(self.prompt_template)
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads={self.cpu_threads} must be at least 1")
         if self.cpus_per_variant <= 0:
