@@ -73,7 +73,7 @@ def main():
 @main.command()
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output directory [default: RUN/votes, or votes/ beside a file].")
+              help="Output directory [default: RUN/votes, or NAME_votes beside a file NAME.ext].")
 @click.option("--k", "k", default=None,
               help="Committee sizes: 1:200, 1,2,4,8 or log:40 [default: every k].")
 @click.option("--estimator", type=click.Choice(["exact", "monte-carlo", "histogram-mc"]),
@@ -125,7 +125,8 @@ def vote(input, out, k, estimator, committees, seed, bootstrap, ci, canonical, f
 @main.command()
 @click.argument("votes_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output directory [default: RUN/fits].")
+              help="Output directory [default: RUN/fits, or NAME_fits beside a votes directory "
+              "NAME_votes].")
 @click.option("--k-min", type=int, default=1, show_default=True,
               help="Smallest k included in the fits.")
 @click.option("--bootstrap", type=int, default=None,
@@ -150,13 +151,15 @@ def fit(votes_dir, out, k_min, bootstrap, seed, force):
 @main.command()
 @click.argument("run_or_votes_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Directory for report.md and figures/ [default: the run directory].")
-def report(run_or_votes_dir, out):
+              help="Directory for report.md and figures/ [default: the run directory, or "
+              "NAME_report beside a votes directory NAME_votes].")
+@click.option("--force", is_flag=True, help="Replace a report of other votes in --out.")
+def report(run_or_votes_dir, out, force):
     """Write report.md and figures/*.png for a run (or votes) directory."""
     from fits.report import write_report
 
     try:
-        rep = write_report(run_or_votes_dir, out)
+        rep = write_report(run_or_votes_dir, out, force=force)
     except ValueError as exc:
         raise _fail(exc) from None
     click.echo(f"wrote {rep.path}")
@@ -228,7 +231,7 @@ def answer(config_or_run, **flags):
     cfg_file = None
     if config_or_run is not None:
         p = Path(config_or_run)
-        cfg_file = p / "config.toml" if p.is_dir() else p
+        cfg_file = p  # a run directory: read_toml reads its config.toml, or says it has none
         if p.is_dir() and flags.get("out") is None:
             flags["out"] = p
     flags["repetition_model"] = list(flags["repetition_model"]) or None
@@ -339,7 +342,7 @@ def train(config, variants, plan_only, **flags):
 
     cfg_file = None
     if config is not None:
-        cfg_file = config / "config.toml" if config.is_dir() else config
+        cfg_file = config  # a run directory: read_toml reads its config.toml
         if config.is_dir() and flags.get("out") is None:
             flags["out"] = config
     try:
@@ -379,7 +382,7 @@ def pretrain(config, seed, steps, fresh):
     settings return the shipped model at once; others pretrain into the model cache
     ($ENSEMBLE_CACHE/models or ~/.cache/ensemble/models), a few minutes on 2 cores.
     """
-    from ensemble.experiment import cache_root
+    from ensemble.experiment import cache_root, pretrain_settings
     from train_variants.pretrain import build_demo_base
 
     try:
@@ -387,9 +390,8 @@ def pretrain(config, seed, steps, fresh):
         if config is not None:
             from eval.config import read_toml
 
-            whole = read_toml(config)
-            data = dict(whole.get("pretrain") or {})
-            seed = whole.get("seed") if seed is None else seed
+            data, file_seed = pretrain_settings(read_toml(config))
+            seed = file_seed if seed is None else seed
         if steps is not None:
             data["steps"] = steps
         path = build_demo_base(cache_root() / "models", seed=seed or 0, fresh=fresh, **data)

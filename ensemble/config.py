@@ -28,6 +28,39 @@ def _from_dict(cls, data: dict[str, Any]):
     return from_dict(cls, data, f"[{cls.__name__.removesuffix('Config').lower()}]")
 
 
+def default_output(source: Path, stage: str) -> Path:
+    """Where a stage writes when no ``--out`` is given: beside its input, named after it.
+
+    Inside a run directory the names are fixed (``RUN/votes`` -> ``RUN/fits``, the report
+    in ``RUN``); any other input X gets ``X_<stage>`` next to it (``a.csv`` ->
+    ``a_votes``, ``a_votes`` -> ``a_fits``), so two inputs in one folder never share a
+    default output.
+
+    Examples
+    --------
+    >>> default_output(Path("runs/x/votes"), "fits").as_posix()
+    'runs/x/fits'
+    >>> default_output(Path("a.csv"), "votes").as_posix(), default_output(Path("a_votes"), "report").as_posix()
+    ('a_votes', 'a_report')
+    """
+    source = Path(source)
+    if stage == "votes" and source.is_dir():
+        return source / "votes"
+    if stage != "votes" and (source / "votes").is_dir() and not (source / "curve.parquet").exists():
+        source = source / "votes"  # a run directory given for its votes
+    if stage != "votes" and source.name == "votes":
+        return source.parent if stage == "report" else source.parent / stage
+    stem = source.stem if stage == "votes" else (
+        source.name.removesuffix("votes").rstrip("_-.") or source.name)
+    return source.parent / f"{stem}_{stage}"
+
+
+def check_seed(seed: int) -> None:
+    """Seeds feed numpy's SeedSequence, which takes integers from 0 up."""
+    if seed < 0:
+        raise ValueError(f"seed={seed} must be 0 or more")
+
+
 def _to_dict(obj) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(obj).items()}
 
@@ -35,7 +68,7 @@ def _to_dict(obj) -> dict[str, Any]:
 @dataclass
 class VoteConfig:
     input: Path
-    out: Path | None = None  # default: <run>/votes, or votes/ beside an answers file
+    out: Path | None = None  # default: <run>/votes, or <name>_votes beside an answers file
     k: str | None = None  # None: every k from 1 to each pool's voter count
     # Merge answers that are the same number written differently (624, 624.0, +624):
     # split, equivalent wrong answers are weaker rivals and inflate accuracy.  "math"
@@ -61,6 +94,7 @@ class VoteConfig:
         if self.canonical not in CANONICAL_MODES:
             raise ValueError(f"canonical={self.canonical!r} is not one of "
                              f"{', '.join(CANONICAL_MODES)}")
+        check_seed(self.seed)
         if self.committees < 1:
             raise ValueError(f"committees={self.committees} must be at least 1")
         if self.bootstrap < 0:
@@ -72,9 +106,7 @@ class VoteConfig:
 
     @property
     def out_dir(self) -> Path:
-        if self.out is not None:
-            return self.out
-        return self.input / "votes" if self.input.is_dir() else self.input.parent / "votes"
+        return self.out if self.out is not None else default_output(self.input, "votes")
 
     from_dict = classmethod(_from_dict)
     to_dict = _to_dict
@@ -83,7 +115,7 @@ class VoteConfig:
 @dataclass
 class FitConfig:
     votes: Path
-    out: Path | None = None  # default: <run>/fits beside the votes directory
+    out: Path | None = None  # default: <run>/fits, or <name>_fits beside the votes directory
     k_min: int = 1  # smallest k in the fit; raise it to fit only the asymptotic part
     # Log-spaced points of the common fit grid: every decade of k weighs the same, so b
     # does not depend on whether the vote computed every k or a log:M grid.
@@ -96,8 +128,13 @@ class FitConfig:
 
     def __post_init__(self):
         self.votes = Path(self.votes)
+        if (self.votes / "votes").is_dir() and not (self.votes / "curve.parquet").exists():
+            self.votes = self.votes / "votes"  # a run directory: its votes
         if self.out is not None:
             self.out = Path(self.out)
+        check_seed(self.seed)
+        if self.bootstrap is not None and self.bootstrap < 0:
+            raise ValueError(f"bootstrap={self.bootstrap} must be 0 (skip) or more")
         if self.k_min < 1:
             raise ValueError(f"k_min={self.k_min} must be at least 1")
         if self.grid_points < 2:
@@ -109,7 +146,7 @@ class FitConfig:
 
     @property
     def out_dir(self) -> Path:
-        return self.out if self.out is not None else self.votes.parent / "fits"
+        return self.out if self.out is not None else default_output(self.votes, "fits")
 
     from_dict = classmethod(_from_dict)
     to_dict = _to_dict

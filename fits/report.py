@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble.config import FitConfig
-from ensemble.runio import atomic_path, write_text
+from ensemble.runio import atomic_path, versions, write_text
 from fits.stage import FitResult, Votes, fit_votes, load_votes
 
 COLORS = {"collaboration": "#1f77b4", "repetition": "#d62728"}
@@ -29,6 +29,9 @@ def _votes_dir(path: Path) -> Path:
     return path / "votes" if (path / "votes").is_dir() else path
 
 
+REPORT_MARKER = "report.json"  # settings and input of a report, written after report.md
+
+
 def load_fit(votes: Votes, votes_dir: Path) -> FitResult:
     """The fit of these votes: ``fits/fit.json`` when it was fitted to them, else in memory.
 
@@ -36,7 +39,7 @@ def load_fit(votes: Votes, votes_dir: Path) -> FitResult:
     numbers in the file.  A fit.json made from other votes (the votes were redone since)
     is refused rather than shown beside a table it does not describe.
     """
-    fit_json = votes_dir.parent / "fits" / "fit.json"
+    fit_json = FitConfig(votes=votes_dir).out_dir / "fit.json"  # where `ensemble fit` writes
     if not fit_json.exists():
         return fit_votes(votes, FitConfig(votes=votes_dir))
     try:
@@ -394,16 +397,26 @@ def render_markdown(votes: Votes, fit: FitResult, figures: list[Path], root: Pat
     return "\n".join(lines)
 
 
-def write_report(path: Path, out: Path | None = None) -> Report:
+def write_report(path: Path, out: Path | None = None, force: bool = False) -> Report:
     """Write ``report.md`` and ``figures/*.png`` for a run or votes directory.
 
-    The report goes to the run directory (the parent of ``votes/``) unless ``out``
-    names another directory.
+    The report goes to the run directory (the parent of ``votes/``), or to
+    ``<name>_report`` beside a votes directory of another name, unless ``out`` names
+    another directory; a report of other votes there is replaced only with ``force``.
+    ``report.md`` is removed first and written after every figure, so a report.md on
+    disk always sits beside the figures it was written with, even after a ``kill -9``.
     """
+    from ensemble.config import default_output
+    from ensemble.runio import check_same_source, check_writable_dir, write_json
+
     votes_dir = _votes_dir(Path(path))
     votes = load_votes(votes_dir)
+    root = Path(out) if out is not None else default_output(votes_dir, "report")
+    check_writable_dir(root)
+    check_same_source(root / REPORT_MARKER, "votes", votes_dir, force, "report")
     fit = load_fit(votes, votes_dir)
-    root = Path(out) if out is not None else votes_dir.parent
+    report = root / "report.md"
+    report.unlink(missing_ok=True)
     figs = [scaling_figure(votes, fit, root / "figures" / "scaling.png")]
     voters_csv = votes_dir / "voters.csv"
     if voters_csv.exists():
@@ -414,6 +427,9 @@ def write_report(path: Path, out: Path | None = None) -> Report:
         div = pd.read_csv(div_csv)
         figs.append(diversity_figure(div, votes.meta["diversity"],
                                      root / "figures" / "diversity.png"))
-    report = root / "report.md"
     write_text(report, render_markdown(votes, fit, figs, root, div))
+    write_json(root / REPORT_MARKER, {"config": {"votes": str(votes_dir), "out": str(root)},
+                                      "votes_sha256": votes.sha256,
+                                      "figures": [str(f.relative_to(root)) for f in figs],
+                                      "versions": versions()})
     return Report(report, figs, fit)
