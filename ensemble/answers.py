@@ -144,7 +144,7 @@ def validate(table: pd.DataFrame) -> None:
         if len(bad):
             raise AnswersError(f"{_where(table, bad[0])}: empty {col}; every row needs one")
     sample = pd.to_numeric(table["sample"], errors="coerce")
-    bad = np.flatnonzero((sample.isna() | (sample != sample.round())).to_numpy())
+    bad = np.flatnonzero((sample.isna() | (sample != sample.round()) | (sample < 0)).to_numpy())
     if len(bad):
         raise AnswersError(
             f"{_where(table, bad[0])}: sample={table['sample'].iat[bad[0]]!r} is not an "

@@ -62,9 +62,10 @@ class ExperimentConfig:
 
     def __post_init__(self):
         self.out = Path(self.out)
-        if self.pretrain and self.base != DEMO_BASE:
-            raise ValueError(f"a [pretrain] table needs base = {DEMO_BASE!r} (got base = "
-                             f"{self.base!r}); drop the table or the base")
+        from ensemble.config import check_seed
+
+        check_seed(self.seed)
+        _check_pretrain_base(self.pretrain, self.base)
         for stage in ("train", "answer"):
             table = getattr(self, stage)
             clash = sorted(k for k in SHARED if k in table)
@@ -186,8 +187,9 @@ def claim_run_dir(cfg: ExperimentConfig) -> Path:
     """Write ``<out>/config.toml``, or check that the one there describes this experiment."""
     import tomllib
 
-    from ensemble.runio import write_text
+    from ensemble.runio import check_writable_dir, write_text
 
+    check_writable_dir(cfg.out)
     path = cfg.out / "config.toml"
     text = dump_toml(cfg.to_dict())
     if not path.exists():
@@ -239,6 +241,22 @@ class ExperimentResult:
     fit: Any
     report: Any
     headline: str
+
+
+def _check_pretrain_base(pretrain: dict, base: str) -> None:
+    if pretrain and base != DEMO_BASE:
+        raise ValueError(f"a [pretrain] table needs base = {DEMO_BASE!r} (got base = "
+                         f"{base!r}); drop the table or the base")
+
+
+def pretrain_settings(data: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """The ``[pretrain]`` table and seed of an experiment file (``ensemble pretrain FILE``),
+    checked as ``ensemble run`` checks them."""
+    part = {k: data[k] for k in ("base", "seed", "pretrain") if k in data}
+    check_types(ExperimentConfig, part, "experiment config")
+    table = dict(part.get("pretrain") or {})
+    _check_pretrain_base(table, part.get("base", DEMO_BASE))
+    return table, part.get("seed")
 
 
 def demo_base_path(pretrain: dict | None = None, progress: bool = True) -> str:

@@ -92,8 +92,14 @@ class AnswerConfig:
         if isinstance(self.repetition_model, str):
             self.repetition_model = [self.repetition_model]
         self.shard_index, self.shard_count = parse_shard(self.shard)
-        if "{problem}" not in self.prompt_template:
-            raise ValueError("prompt_template must contain {problem}")
+        check_template(self.prompt_template)
+        from ensemble.config import check_seed
+
+        check_seed(self.seed)
+        for name in ("adapters_per_batch", "max_model_len"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1 (or left out "
+                                 "for the default)")
 
     @property
     def adapters_dir(self) -> Path:
@@ -115,6 +121,18 @@ class AnswerConfig:
 
         return from_dict(cls, data, "answer config", ("base", "out", "benchmark"),
                          ": give --{key} or set it in the config file")
+
+
+def check_template(template: str) -> None:
+    """A prompt template formats with ``problem`` alone (other braces doubled: ``{{}}``)."""
+    if "{problem}" not in template:
+        raise ValueError("prompt_template must contain {problem}")
+    try:
+        template.format(problem="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"prompt_template {template!r} cannot be filled in with the problem "
+                         f"alone ({type(exc).__name__}: {exc}); {{problem}} is its only "
+                         "placeholder, so write other braces doubled, as in \\boxed{{}}") from None
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

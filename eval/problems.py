@@ -49,13 +49,18 @@ SYNTHETIC = re.compile(r"synthetic(?::(\d+))?(?::d(\d+))?(?::s(\d+))?(?::(small|
 
 def _rows_from_file(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise ProblemSetError(f"{path} is a directory; give a problem file (.jsonl, .json, "
+                              ".parquet or .csv)")
     try:
         if suffix == ".jsonl":
             with path.open() as fh:
                 return [json.loads(line) for line in fh if line.strip()]
         if suffix == ".json":
             data = json.loads(path.read_text())
-            return data if isinstance(data, list) else data.get("data", data.get("problems", []))
+            if isinstance(data, dict):
+                data = data.get("data", data.get("problems", []))
+            return data
         if suffix in (".parquet", ".csv"):
             import pandas as pd
 
@@ -79,6 +84,11 @@ def _rows_from_hub(dataset: str, split: str) -> list[dict]:
             f"{dataset}: cannot load split {split!r} from the Hugging Face hub ({exc}); "
             "offline, pass a local .jsonl/.parquet/.csv file instead"
         ) from exc
+
+
+def _blank(value) -> bool:
+    """None, NaN (a missing cell of a numeric parquet/csv column) or only whitespace."""
+    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
 
 
 def load_problems(source: str | Path, problem_field: str = "problem",
@@ -116,8 +126,15 @@ def load_problems(source: str | Path, problem_field: str = "problem",
         rows, where = _rows_from_hub(src, split), src
     else:
         raise ProblemSetError(f"{src}: no such file, preset or dataset id")
+    if not isinstance(rows, list):
+        raise ProblemSetError(f"{where}: holds a {type(rows).__name__}, not a list of problems")
     if not rows:
         raise ProblemSetError(f"{where}: the problem set is empty")
+    odd = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if odd is not None:
+        raise ProblemSetError(f"{where}: row {odd + 1} is {rows[odd]!r}, not a record; each row is "
+                              f"one problem with fields such as {problem_field!r} and "
+                              f"{answer_field!r}")
     for field_name in (problem_field, answer_field):
         if field_name not in rows[0]:
             raise ProblemSetError(
@@ -131,8 +148,10 @@ def load_problems(source: str | Path, problem_field: str = "problem",
             raise ProblemSetError(f"{where}: duplicate problem id {pid!r} (row {i + 1}); ids must be unique")
         seen.add(pid)
         ans = r.get(answer_field)
-        if ans is None or str(ans).strip() == "":
+        if _blank(ans):
             raise ProblemSetError(f"{where}: row {i + 1} (id {pid}) has no {answer_field!r}")
+        if _blank(r.get(problem_field)):
+            raise ProblemSetError(f"{where}: row {i + 1} (id {pid}) has no {problem_field!r}")
         out.append(Problem(pid, str(r[problem_field]), str(ans).strip(), r.get("solution")))
     return out[:limit] if limit else out
 

@@ -265,6 +265,11 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
 
 def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
     _check_existing(cfg)
+    from train_variants.plan import base_identity
+
+    # The check `ensemble train` makes: a missing directory or an uncached hub id is one
+    # line naming the base, not the backend's OSError after the engine started loading.
+    base_identity(cfg.base)
     problems = load_problems(cfg.benchmark, cfg.problem_field, cfg.answer_field, cfg.id_field,
                              cfg.split, cfg.limit)
     kind = grading_kind(cfg, problems)

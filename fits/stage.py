@@ -23,8 +23,8 @@ import pandas as pd
 from ensemble.bootstrap import (ci_sources, model_resamples, percentile_ci, problem_resamples,
                                 resampled_model_means)
 from ensemble.config import FitConfig
-from ensemble.runio import (check_output_dir, check_same_source, exclusive, sibling_lock,
-                            versions, write_json)
+from ensemble.runio import (check_output_dir, check_same_source, exclusive, read_json,
+                            sibling_lock, versions, write_json)
 from fits.intervals import gap_interval
 from fits.scaling import (LogFit, SaturatingFit, fit_grid, holdout_error, log_fit,
                           log_fit_many, saturating_fit)
@@ -69,23 +69,72 @@ class Votes:
 
 
 def load_votes(votes_dir: Path) -> Votes:
+    """Read a votes directory back, refusing files that are not what the vote stage wrote.
+
+    A hand-edited, truncated or foreign file must fail here with its name, not as a
+    pandas error inside the fit or, worse, as NaN accuracies from a grid with holes.
+    """
     votes_dir = Path(votes_dir)
     if (votes_dir / "votes").is_dir() and not (votes_dir / "curve.parquet").exists():
         votes_dir = votes_dir / "votes"
+    if votes_dir.exists() and not votes_dir.is_dir():
+        raise VotesError(f"{votes_dir} is a file, not a votes directory; give the directory "
+                         "`ensemble vote` wrote (RUN/votes), or its run directory")
     missing = [n for n in VOTE_FILES if not (votes_dir / n).exists()]
     if missing:
         raise VotesError(
             f"{votes_dir}: missing {', '.join(missing)}; run `ensemble vote` on the answers first"
         )
+    fix = f"rerun `ensemble vote` to rewrite {votes_dir}"
     digest = hashlib.sha256()
     for name in VOTE_FILES:
         digest.update((votes_dir / name).read_bytes())
+    curve = _votes_table(votes_dir / "curve.parquet", ("condition", "k", "accuracy"), (), fix)
+    per_problem = _votes_table(votes_dir / "per_problem.parquet",
+                               ("condition", "problem_id", "k", "accuracy"),
+                               ("condition", "problem_id", "k"), fix)
+    meta = read_json(votes_dir / "vote.json", fix)
     by_model = votes_dir / "per_problem_by_model.parquet"
-    return Votes(pd.read_parquet(votes_dir / "curve.parquet"),
-                 pd.read_parquet(votes_dir / "per_problem.parquet"),
-                 json.loads((votes_dir / "vote.json").read_text()),
-                 pd.read_parquet(by_model) if by_model.exists() else None,
-                 digest.hexdigest())
+    by = None
+    if by_model.exists():
+        by = _votes_table(by_model, ("condition", "model_id", "problem_id", "k", "accuracy"),
+                          ("condition", "model_id", "problem_id", "k"), fix)
+    if set(curve["condition"]) != set(per_problem["condition"]):
+        raise VotesError(f"{votes_dir}: curve.parquet and per_problem.parquet name different "
+                         "conditions, so they are not one vote's files; " + fix)
+    return Votes(curve, per_problem, meta, by, digest.hexdigest())
+
+
+def _votes_table(path: Path, columns: tuple[str, ...], key: tuple[str, ...],
+                 fix: str) -> pd.DataFrame:
+    """One parquet file of a votes directory, checked: columns, types, one row per key,
+    and every (problem, k) cell of each group present."""
+    import pyarrow as pa
+
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise VotesError(f"{path}: cannot be read as parquet ({exc}); {fix}") from None
+    absent = [c for c in columns if c not in df.columns]
+    if absent:
+        raise VotesError(f"{path}: missing column(s) {', '.join(absent)}; {fix}")
+    if not pd.api.types.is_integer_dtype(df["k"]):
+        raise VotesError(f"{path}: column k holds {df['k'].dtype}, not integers; {fix}")
+    acc = df["accuracy"]
+    if not pd.api.types.is_numeric_dtype(acc) or not acc.between(0, 1).all():
+        raise VotesError(f"{path}: column accuracy must hold numbers in [0, 1]; {fix}")
+    if key:
+        dup = df.duplicated(list(key))
+        if dup.any():
+            row = df[dup].iloc[0]
+            raise VotesError(f"{path}: two rows for " + ", ".join(
+                f"{c}={row[c]}" for c in key) + f"; {fix}")
+        groups = [c for c in key if c not in ("problem_id", "k")]
+        for name, d in df.groupby(groups):
+            if len(d) != d["problem_id"].nunique() * d["k"].nunique():
+                raise VotesError(f"{path}: {'/'.join(map(str, name))} lacks some (problem, k) "
+                                 f"rows; {fix}")
+    return df
 
 
 @dataclass(frozen=True)
@@ -316,10 +365,10 @@ def _compare(mats, grid, boot_b, fits, idx, cfg: FitConfig) -> dict:
 
 def run_fit(cfg: FitConfig) -> FitResult:
     """Load the votes directory, fit, and write ``fit.json`` under ``cfg.out_dir``."""
+    votes = load_votes(cfg.votes)  # a missing or broken input is the first thing to say
     check_output_dir(cfg.out_dir, "fits directory", "fit.json")
     check_same_source(cfg.out_dir / "fit.json", "votes", cfg.votes, cfg.force, "fit")
     with exclusive(sibling_lock(cfg.out_dir), f"{cfg.out_dir}"):
-        votes = load_votes(cfg.votes)
         result = fit_votes(votes, cfg)
         write_json(cfg.out_dir / "fit.json", result.to_dict())
     return result

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.config import DEFAULT_TEMPLATE, LORA_RANKS, read_toml
+from eval.config import DEFAULT_TEMPLATE, LORA_RANKS, check_template, read_toml
 
 LAUNCHERS = ("local", "ray")
 MAX_VARIANTS = 100_000
@@ -141,8 +141,14 @@ class TrainConfig:
             raise ValueError(f"top_p={self.top_p} must lie in (0, 1]")
         if self.learning_rate <= 0 or self.beta < 0 or self.format_reward < 0:
             raise ValueError("learning_rate must be positive; beta and format_reward >= 0")
-        if "{problem}" not in self.prompt_template:
-            raise ValueError("prompt_template must contain {problem}")
+        check_template(self.prompt_template)
+        from ensemble.config import check_seed
+
+        for name in ("seed", "init_seed", "sampling_seed"):
+            try:
+                check_seed(getattr(self, name))
+            except ValueError:
+                raise ValueError(f"{name}={getattr(self, name)} must be 0 or more") from None
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads={self.cpu_threads} must be at least 1")
         if self.cpus_per_variant <= 0:
