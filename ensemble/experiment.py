@@ -127,12 +127,16 @@ class ExperimentConfig:
     def train_config(self, base: str):
         from train_variants.config import TrainConfig
 
+        _require(self.train, "train", "pool", "a .jsonl/.json/.parquet/.csv file, a dataset "
+                 "id or synthetic:N")
         return TrainConfig.from_dict({"seed": self.seed, **self.train, "base": base,
                                       "out": self.out})
 
     def answer_config(self, base: str):
         from eval.config import AnswerConfig
 
+        _require(self.answer, "answer", "benchmark", "a problem file, a preset (aime24, "
+                 "aime25, math500), a dataset id or synthetic:N")
         return AnswerConfig.from_dict({"seed": self.seed, **self.answer, "base": base,
                                        "out": self.out})
 
@@ -218,7 +222,10 @@ def _get(d: dict, key: str):
 
 
 def _first_difference(old: dict, new: dict) -> str:
-    for k in sorted(set(old) | set(new)):
+    # Top-level keys (out, base, seed) first: a different base says more than whatever
+    # stage setting happens to sort before it.
+    for k in sorted(set(old) | set(new), key=lambda k: (isinstance(old.get(k, new.get(k)),
+                                                               dict), k)):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) or isinstance(b, dict):
             a, b = a or {}, b or {}
@@ -241,6 +248,12 @@ class ExperimentResult:
     fit: Any
     report: Any
     headline: str
+
+
+def _require(table: dict, stage: str, key: str, what: str) -> None:
+    """A key an experiment's stage table must set (there are no flags to give it with)."""
+    if table.get(key) in (None, ""):
+        raise ValueError(f"the experiment's [{stage}] table needs {key} = ... ({what})")
 
 
 def _check_pretrain_base(pretrain: dict, base: str) -> None:

@@ -67,6 +67,9 @@ def _rows_from_file(path: Path) -> list[dict]:
             df = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(
                 path, dtype=str, keep_default_na=False)
             return df.to_dict(orient="records")
+    except UnicodeDecodeError as exc:
+        raise ProblemSetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save "
+                              "it as UTF-8, or as .parquet") from None
     except (ValueError, OSError) as exc:
         raise ProblemSetError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from exc
     raise ProblemSetError(f"{path}: unknown format {suffix!r}; use .jsonl, .json, .parquet or .csv")
@@ -111,8 +114,11 @@ def load_problems(source: str | Path, problem_field: str = "problem",
     m = SYNTHETIC.match(src)
     if m:
         n = int(m.group(1) or 30)
-        probs = synthetic_problems(n, difficulty=int(m.group(2) or 3), seed=int(m.group(3) or 0),
-                                   numbers=m.group(4) or "default")
+        try:
+            probs = synthetic_problems(n, difficulty=int(m.group(2) or 3),
+                                       seed=int(m.group(3) or 0), numbers=m.group(4) or "default")
+        except ValueError as exc:  # name the spec the value came from
+            raise ProblemSetError(f"{src}: {exc}") from None
         return probs[:limit] if limit else probs
     path = Path(src)
     if path.exists():
@@ -127,7 +133,9 @@ def load_problems(source: str | Path, problem_field: str = "problem",
     else:
         raise ProblemSetError(f"{src}: no such file, preset or dataset id")
     if not isinstance(rows, list):
-        raise ProblemSetError(f"{where}: holds a {type(rows).__name__}, not a list of problems")
+        kind = {int: "number", float: "number", str: "string", bool: "boolean"}.get(
+            type(rows), type(rows).__name__)
+        raise ProblemSetError(f"{where}: holds a single {kind}, not a list of problems")
     if not rows:
         raise ProblemSetError(f"{where}: the problem set is empty")
     odd = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)

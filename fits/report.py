@@ -42,12 +42,18 @@ def load_fit(votes: Votes, votes_dir: Path) -> FitResult:
     fit_json = FitConfig(votes=votes_dir).out_dir / "fit.json"  # where `ensemble fit` writes
     if not fit_json.exists():
         return fit_votes(votes, FitConfig(votes=votes_dir))
+    from ensemble.runio import read_json
+
+    rerun = f"rerun `ensemble fit {votes_dir}`"
+    data = read_json(fit_json, rerun)
     try:
-        data = json.loads(fit_json.read_text())
         fit = FitResult.from_dict(data)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{fit_json}: not a fit this version can read ({exc}); rerun "
-                         f"`ensemble fit {votes_dir}`") from None
+    except KeyError as exc:
+        raise ValueError(f"{fit_json}: not a fit this version can read (no {exc.args[0]!r} "
+                         f"in it); {rerun}") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{fit_json}: not a fit this version can read ({exc}); {rerun}") \
+            from None
     if fit.votes_sha256 != votes.sha256:
         raise ValueError(f"{fit_json} was fitted to other votes than {votes_dir} holds now; "
                          f"rerun `ensemble fit {votes_dir}`")

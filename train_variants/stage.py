@@ -148,6 +148,9 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> TrainSummary:
     from ensemble.models import resolve_base
     from train_variants.launch import launch
 
+    from ensemble.runio import check_writable_dir
+
+    check_writable_dir(cfg.out)
     t0 = time.perf_counter()
     # Packaged and GGUF bases (smollm2-135m, gguf:PATH) become a cached HF directory.
     cfg = dataclasses.replace(cfg, base=resolve_base(cfg.base, progress=progress))
