@@ -409,8 +409,9 @@ def write_report(path: Path, out: Path | None = None, force: bool = False) -> Re
     The report goes to the run directory (the parent of ``votes/``), or to
     ``<name>_report`` beside a votes directory of another name, unless ``out`` names
     another directory; a report of other votes there is replaced only with ``force``.
-    ``report.md`` is removed first and written after every figure, so a report.md on
-    disk always sits beside the figures it was written with, even after a ``kill -9``.
+    ``report.md`` and ``report.json`` are removed first and written after every figure,
+    so a report.md on disk always sits beside the figures it was written with, even after
+    a ``kill -9``.
     """
     from ensemble.config import default_output
     from ensemble.runio import check_same_source, check_writable_dir, write_json
@@ -422,7 +423,8 @@ def write_report(path: Path, out: Path | None = None, force: bool = False) -> Re
     check_same_source(root / REPORT_MARKER, "votes", votes_dir, force, "report")
     fit = load_fit(votes, votes_dir)
     report = root / "report.md"
-    report.unlink(missing_ok=True)
+    for stale in (report, root / REPORT_MARKER):  # the old set goes before the new is begun
+        stale.unlink(missing_ok=True)
     figs = [scaling_figure(votes, fit, root / "figures" / "scaling.png")]
     voters_csv = votes_dir / "voters.csv"
     if voters_csv.exists():
