@@ -108,6 +108,15 @@ def check(case: Case, fx: Path, tmp_path: Path, monkeypatch) -> None:
         assert not (tmp_path / rel).exists(), rel
 
 
+def out_cases(*argv, files=None, suffix=""):
+    """The two --out mistakes every writing command must name: a file, a path under one."""
+    files = {**(files or {}), "f": "x"}
+    return [Case("out-is-a-file" + suffix, [*argv, "--out", "f"],
+                 "f is a file, not a directory; give --out a directory path", files),
+            Case("out-under-a-file" + suffix, [*argv, "--out", "f/o"], "f is a file, so no "
+                 "directory f/o can be made under it; give --out a directory path", files)]
+
+
 # --- shared fixtures: made once ------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -150,11 +159,7 @@ VOTE = [
          {"t.csv": answers(lambda df: df.assign(
              answer=np.where(df.index == 7, None, df.answer),
              correct=np.where(df.index == 7, True, df.correct)))}),
-    Case("out-is-a-file", ["vote", "{fx}/a.csv", "--out", "f"],
-         "f is a file, not a directory; give --out a directory path", {"f": "x"}),
-    Case("out-unwritable-under-a-file", ["vote", "{fx}/a.csv", "--out", "f/sub"],
-         "f is a file, so no directory f/sub can be made under it; give --out a directory path",
-         {"f": "x"}),
+    *out_cases("vote", "{fx}/a.csv"),  # also the issue's unwritable --out, as root can
     Case("default-out-of-another-input", ["vote", "a.parquet", "--bootstrap", "0"],
          "a_votes holds the votes of a.csv, not of a.parquet; pass --out DIR to keep both, or "
          "--force to replace them",
@@ -335,11 +340,7 @@ FIT = [
     Case("seed-negative", ["fit", "{fx}/run", "--seed", "-1"], "seed=-1 must be 0 or more"),
     Case("k-min-not-a-number", ["fit", "{fx}/run", "--k-min", "three"], re.compile(
          r"^Error: Invalid value for '--k-min': 'three' is not a valid integer\.$"), code=2),
-    Case("out-is-a-file", ["fit", "{fx}/run", "--out", "f"],
-         "f is a file, not a directory; give --out a directory path", {"f": "x"}),
-    Case("out-under-a-file", ["fit", "{fx}/run", "--out", "f/fits"],
-         "f is a file, so no directory f/fits can be made under it; give --out a directory "
-         "path", {"f": "x"}),
+    *out_cases("fit", "{fx}/run"),
     Case("out-foreign-dir", ["fit", "{fx}/run", "--out", "mine"], "mine holds files but is not a "
          "fits directory (no fit.json); give --out an empty or new directory",
          {"mine/notes.txt": "keep me"}),
@@ -388,11 +389,7 @@ REPORT = [
              "votes/per_problem.parquet",
              parquet("run/votes/per_problem.parquet", lambda d: d.assign(accuracy=d.accuracy / 2))),
          absent=("r/report.md",)),
-    Case("out-is-a-file", ["report", "{fx}/run", "--out", "f"],
-         "f is a file, not a directory; give --out a directory path", {"f": "x"}),
-    Case("out-under-a-file", ["report", "{fx}/run", "--out", "f/rep"],
-         "f is a file, so no directory f/rep can be made under it; give --out a directory path",
-         {"f": "x"}),
+    *out_cases("report", "{fx}/run"),
     Case("out-holds-the-report-of-other-votes", ["report", "{fx}/run", "--out", "o"],
          "o holds the report of other/votes, not of {fx}/run/votes; pass --out DIR to keep "
          "both, or --force to replace them",
@@ -432,10 +429,7 @@ ANSWER = [
          "base model 'nobody/no-such-model' not found: no such local directory, and the "
          "Hugging Face hub cannot provide it (LocalEntryNotFoundError); download it first or "
          "pass a local model directory", absent=("o/answers.json", "o/answers")),
-    Case("out-is-a-file", [*TINY, "--out", "f"], "f is a file, not a directory; give --out a "
-         "directory path", {"f": "x"}),
-    Case("out-under-a-file", [*TINY, "--out", "f/run"], "f is a file, so no directory f/run can "
-         "be made under it; give --out a directory path", {"f": "x"}),
+    *out_cases(*TINY),
     # flags out of range, malformed or conflicting: refused before anything loads
     Case("missing-everything", ["answer"], "missing base, out, benchmark: give --base or set it "
          "in the config file"),
@@ -558,10 +552,7 @@ TRAIN = [
          "rows); leave it out to use the whole pool", absent=("t",)),
     Case("config-variants-two", ["train", "c.toml", *TR[1:]], "train config variants = 'two' must be an "
          "integer, not a string", {"c.toml": '[train]\nvariants = "two"\n'}),
-    Case("out-is-a-file", [*TR, "--out", "f"], "f is a file, not a directory; give --out a "
-         "directory path", {"f": "x"}),
-    Case("out-under-a-file", [*TR, "--out", "f/run"], "f is a file, so no directory f/run can "
-         "be made under it; give --out a directory path", {"f": "x"}),
+    *out_cases(*TR),
     Case("answer-field-flag", [*TR, "--pool", "p.jsonl"], "p.jsonl: no field 'answer' (fields: "
          "problem, final); set --answer-field", {"p.jsonl": '{"problem": "1+1?", "final": 2}\n'}),
     # --variants and sizes
@@ -723,8 +714,7 @@ RUN = [
          exp('[train]\n[answer]\nbase = "c"\n')),
     Case("pretrain-without-demo-base", ["run", "e.toml"], "a [pretrain] table needs base = "
          "'demo' (got base = 'b'); drop the table or the base", exp("[pretrain]\nsteps = 3\n")),
-    Case("out-is-a-file", ["run", "e.toml", "--out", "f"], "f is a file, not a directory; give "
-         "--out a directory path", {**exp(TABLES), "f": "x"}),
+    *out_cases("run", "e.toml", files=exp(TABLES)),
     Case("fresh-on-a-foreign-dir", ["run", "e.toml", "--fresh", "--out", "mine"], "mine is not "
          "a run directory (no config.toml); refusing to delete it",
          {**exp(TABLES), "mine/precious.txt": "keep"}),
@@ -790,10 +780,8 @@ DEMO = [
          absent=("d",)),
     Case("seed-negative-simulated", [*SIM, "--seed", "-1"], "seed=-1 must be 0 or more",
          absent=("s",)),
-    Case("out-is-a-file", ["demo", "--out", "f"], "f is a file, not a directory; give --out a "
-         "directory path", {"f": "x"}),
-    Case("out-under-a-file-simulated", [*SIM[:-1], "f/s"], "f is a file, so no directory f/s "
-         "can be made under it; give --out a directory path", {"f": "x"}),
+    *out_cases("demo"),
+    *out_cases("demo", "--simulated", suffix="-simulated"),
     Case("simulated-into-a-real-run", [*SIM[:-1], "{fx}/run"], "{fx}/run holds files but is not "
          "a simulated demo (no simulation.json); give --out a new directory"),
     Case("simulated-fresh-on-a-foreign-dir", [*SIM, "--fresh"], "s holds files but is not a "
