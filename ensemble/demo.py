@@ -76,7 +76,8 @@ def _simulated(out: Path, variants: int, seed: int, fresh: bool, progress: bool)
     marker, settings = out / SIM_MARKER, {"variants": variants, "seed": seed}
     if out.is_dir() and any(out.iterdir()) and not marker.is_file():
         raise ValueError(f"{out} holds files but is not a simulated demo (no {SIM_MARKER}); "
-                         "give --out a new directory")
+                         "give --out a new directory (one an older ensemble made "
+                         "has no marker: delete it to start over)")
     if fresh and out.exists():
         shutil.rmtree(out)
     if marker.is_file():

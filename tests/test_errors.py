@@ -783,9 +783,11 @@ DEMO = [
     *out_cases("demo"),
     *out_cases("demo", "--simulated", suffix="-simulated"),
     Case("simulated-into-a-real-run", [*SIM[:-1], "{fx}/run"], "{fx}/run holds files but is not "
-         "a simulated demo (no simulation.json); give --out a new directory"),
+         "a simulated demo (no simulation.json); give --out a new directory (one an older "
+         "ensemble made has no marker: delete it to start over)"),
     Case("simulated-fresh-on-a-foreign-dir", [*SIM, "--fresh"], "s holds files but is not a "
-         "simulated demo (no simulation.json); give --out a new directory",
+         "simulated demo (no simulation.json); give --out a new directory (one an older ensemble "
+         "made has no marker: delete it to start over)",
          {"s/precious.txt": "keep"}),
     Case("simulated-with-other-settings", [*SIM, "--variants", "8"], "s was simulated with "
          "variants=6, seed=0, not variants=8, seed=0; pass --fresh to start over, or another "
