@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from ensemble import __version__
-from ensemble.core.rundir import RunDir
 from ensemble.flags import config_options, merge
 from ensemble.voting.config import VoteConfig
 from eval.config import AnswerConfig
@@ -126,13 +125,15 @@ def fit(votes_dir, **flags):
 @main.command()
 @click.argument("run_or_votes_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Directory for report.md and figures/ [default: the run directory].")
-def report(run_or_votes_dir, out):
+              help="Directory for report.md and figures/ [default: the run directory, or "
+              "NAME_report beside a votes directory NAME_votes].")
+@click.option("--force", is_flag=True, help="Replace a report of other votes in --out.")
+def report(run_or_votes_dir, out, force):
     """Write report.md and figures/*.png for a run (or votes) directory."""
     from fits.report import write_report
 
     try:
-        rep = write_report(run_or_votes_dir, out)
+        rep = write_report(run_or_votes_dir, out, force=force)
     except ValueError as exc:
         raise _fail(exc) from None
     click.echo(f"wrote {rep.path}")
@@ -158,7 +159,7 @@ def answer(config_or_run, **flags):
     cfg_file = None
     if config_or_run is not None:
         p = Path(config_or_run)
-        cfg_file = RunDir(p).config if p.is_dir() else p
+        cfg_file = p  # a run directory: read_toml reads its config.toml, or says it has none
         if p.is_dir() and flags.get("out") is None:
             flags["out"] = p
     try:
@@ -256,7 +257,7 @@ def train(config, variants, plan_only, **flags):
 
     cfg_file = None
     if config is not None:
-        cfg_file = RunDir(config).config if config.is_dir() else config
+        cfg_file = config  # a run directory: read_toml reads its config.toml
         if config.is_dir() and flags.get("out") is None:
             flags["out"] = config
     try:
@@ -298,14 +299,14 @@ def pretrain(config, seed, steps, fresh):
     """
     from ensemble.core.config import read_toml
     from ensemble.core.models import cache_root
+    from ensemble.pipeline import pretrain_settings
     from train_variants.pretrain import build_demo_base
 
     try:
         data: dict = {}
         if config is not None:
-            whole = read_toml(config)
-            data = dict(whole.get("pretrain") or {})
-            seed = whole.get("seed") if seed is None else seed
+            data, file_seed = pretrain_settings(read_toml(config))
+            seed = file_seed if seed is None else seed
         if steps is not None:
             data["steps"] = steps
         path = build_demo_base(cache_root() / "models", seed=seed or 0, fresh=fresh, **data)

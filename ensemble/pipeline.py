@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from ensemble.core.config import (SHARED_KEYS, StrictConfig, check_keys, check_types, dump_toml,
                                   read_toml, setting)
-from ensemble.core.files import write_text
+from ensemble.core.files import check_writable_dir, write_text
 from ensemble.core.models import DEMO_BASE, cache_root
 from ensemble.core.rundir import RunDir
 from ensemble.voting.config import VoteConfig
@@ -67,9 +67,10 @@ class ExperimentConfig(StrictConfig):
 
     def __post_init__(self):
         self.out = Path(self.out)
-        if self.pretrain and self.base != DEMO_BASE:
-            raise ValueError(f"a [pretrain] table needs base = {DEMO_BASE!r} (got base = "
-                             f"{self.base!r}); drop the table or the base")
+        from ensemble.core.config import check_seed
+
+        check_seed(self.seed)
+        _check_pretrain_base(self.pretrain, self.base)
         for stage in ("train", "answer"):
             table = getattr(self, stage)
             clash = sorted(k for k in SHARED_KEYS if k in table)
@@ -106,10 +107,14 @@ class ExperimentConfig(StrictConfig):
     # --- the stage configs ---------------------------------------------------------
 
     def train_config(self, base: str) -> TrainConfig:
+        _require(self.train, "train", "pool", "a .jsonl/.json/.parquet/.csv file, a dataset "
+                 "id or synthetic:N")
         return TrainConfig.from_dict({"seed": self.seed, **self.train, "base": base,
                                       "out": self.out})
 
     def answer_config(self, base: str) -> AnswerConfig:
+        _require(self.answer, "answer", "benchmark", "a problem file, a preset (aime24, "
+                 "aime25, math500), a dataset id or synthetic:N")
         return AnswerConfig.from_dict({"seed": self.seed, **self.answer, "base": base,
                                        "out": self.out})
 
@@ -135,6 +140,7 @@ def claim_run_dir(cfg: ExperimentConfig) -> Path:
     """Write ``<out>/config.toml``, or check that the one there describes this experiment."""
     import tomllib
 
+    check_writable_dir(cfg.out)
     run = RunDir(cfg.out)
     path = run.config
     text = dump_toml(cfg.to_dict())
@@ -164,7 +170,10 @@ def _get(d: dict, key: str):
 
 
 def _first_difference(old: dict, new: dict) -> str:
-    for k in sorted(set(old) | set(new)):
+    # Top-level keys (out, base, seed) first: a different base says more than whatever
+    # stage setting happens to sort before it.
+    for k in sorted(set(old) | set(new), key=lambda k: (isinstance(old.get(k, new.get(k)),
+                                                               dict), k)):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) or isinstance(b, dict):
             a, b = a or {}, b or {}
@@ -187,6 +196,28 @@ class ExperimentResult:
     fit: Any
     report: Any
     headline: str
+
+
+def _require(table: dict, stage: str, key: str, what: str) -> None:
+    """A key an experiment's stage table must set (there are no flags to give it with)."""
+    if table.get(key) in (None, ""):
+        raise ValueError(f"the experiment's [{stage}] table needs {key} = ... ({what})")
+
+
+def _check_pretrain_base(pretrain: dict, base: str) -> None:
+    if pretrain and base != DEMO_BASE:
+        raise ValueError(f"a [pretrain] table needs base = {DEMO_BASE!r} (got base = "
+                         f"{base!r}); drop the table or the base")
+
+
+def pretrain_settings(data: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """The ``[pretrain]`` table and seed of an experiment file (``ensemble pretrain FILE``),
+    checked as ``ensemble run`` checks them."""
+    part = {k: data[k] for k in ("base", "seed", "pretrain") if k in data}
+    check_types(ExperimentConfig, part, "experiment config")
+    table = dict(part.get("pretrain") or {})
+    _check_pretrain_base(table, part.get("base", DEMO_BASE))
+    return table, part.get("seed")
 
 
 def resolve_base(base: str, pretrain: dict | None = None, progress: bool = True) -> str:

@@ -242,6 +242,9 @@ class _Work:
 
 def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
     _check_existing(cfg)
+    # The check `ensemble train` makes: a missing directory or an uncached hub id is one
+    # line naming the base, not the backend's OSError after the engine started loading.
+    base_fp = base_fingerprint(cfg.base)
     problems = load_problems(cfg.benchmark, cfg.problem_field, cfg.answer_field, cfg.id_field,
                              cfg.split, cfg.limit)
     kind = grading_kind(cfg.kind, cfg.benchmark, (p.answer for p in problems))
@@ -254,7 +257,6 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
     units = plan_units(cfg, adapters)
     mine = [u for i, u in enumerate(units) if i % cfg.shard_count == cfg.shard_index]
     summary = AnswerSummary(skipped_adapters=skipped)
-    base_fp = base_fingerprint(cfg.base)
     shared = run_provenance(cfg, base_fp, problems)
     provenance = {u: unit_provenance(shared, u) for u in mine}
     pending = []

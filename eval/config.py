@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ensemble.core.answers import CONDITIONS as ANSWER_CONDITIONS
-from ensemble.core.config import StrictConfig, setting
+from ensemble.core.config import StrictConfig, check_seed, setting
 from ensemble.core.models import LORA_RANKS
 from ensemble.core.prompts import DEFAULT_TEMPLATE, check_template
 from ensemble.core.rundir import RunDir
@@ -120,6 +120,11 @@ class AnswerConfig(StrictConfig):
             self.repetition_model = [self.repetition_model]
         self.shard_index, self.shard_count = parse_shard(self.shard)
         check_template(self.prompt_template)
+        check_seed(self.seed)
+        for name in ("adapters_per_batch", "max_model_len"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1 (or left out "
+                                 "for the default)")
 
     @property
     def adapters_dir(self) -> Path:

@@ -16,20 +16,22 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     cluster has GPUs, else one CPU.  Units never overlap between shards and files are
     written atomically, so tasks need no coordination beyond the shared run directory.
     """
+    from ensemble.core.files import check_writable_dir
     from ensemble.core.models import resolve_base
 
+    check_writable_dir(cfg.out)
     # Packaged and GGUF bases (smollm2-135m, gguf:PATH) become a cached HF directory,
     # once, before any shard or Ray task starts.
     cfg = dataclasses.replace(cfg, base=resolve_base(cfg.base, progress=progress))
     if cfg.launcher == "local":
         return run_answer(cfg, progress=progress)
+    if cfg.shard != "0/1":  # before importing Ray: conflicting options cost nothing to find
+        raise ValueError(f"shard={cfg.shard!r} and launcher=ray conflict: the ray launcher "
+                         "makes its own shards; drop --shard")
     try:
         import ray
     except ImportError as exc:
         raise ImportError("the ray launcher needs Ray: pip install 'ray[default]'") from exc
-    if cfg.shard != "0/1":
-        raise ValueError(f"shard={cfg.shard!r} and launcher=ray conflict: the ray launcher "
-                         "makes its own shards; drop --shard")
     from ensemble.core.files import absolute_paths
 
     # Workers do not run in this directory: every path they get must be absolute.

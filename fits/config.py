@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ensemble.core.config import StrictConfig, setting
-from ensemble.core.rundir import VotesDir
+from ensemble.core.config import StrictConfig, check_seed, setting
+from ensemble.core.rundir import default_output, votes_dir_of
 
 
 @dataclass
@@ -17,8 +17,8 @@ class FitConfig(StrictConfig):
     TABLE: ClassVar[str] = "[fit]"
 
     votes: Path = setting(help="A votes directory (or the run directory holding votes/).")
-    out: Path | None = setting(None, "Output directory [default: fits/ beside the votes "
-                               "directory].")
+    out: Path | None = setting(None, "Output directory [default: RUN/fits for RUN/votes, "
+                               "NAME_fits beside any other votes directory NAME_votes].")
     k_min: int = setting(1, "Smallest k included in the fits; raise it to fit only the "
                          "asymptotic part.")
     # Log-spaced points of the common fit grid: every decade of k weighs the same, so b
@@ -34,9 +34,12 @@ class FitConfig(StrictConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.votes = Path(self.votes)
+        self.votes = votes_dir_of(Path(self.votes)).path  # a run directory: its votes
         if self.out is not None:
             self.out = Path(self.out)
+        check_seed(self.seed)
+        if self.bootstrap is not None and self.bootstrap < 0:
+            raise ValueError(f"bootstrap={self.bootstrap} must be 0 (skip) or more")
         if self.k_min < 1:
             raise ValueError(f"k_min={self.k_min} must be at least 1")
         if self.grid_points < 2:
@@ -48,4 +51,4 @@ class FitConfig(StrictConfig):
 
     @property
     def out_dir(self) -> Path:
-        return self.out if self.out is not None else VotesDir(self.votes).fits
+        return self.out if self.out is not None else default_output(self.votes, "fits")

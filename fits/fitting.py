@@ -13,7 +13,6 @@ with the interval method chosen by :func:`fits.intervals.gap_interval`.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +23,8 @@ from ensemble.core.bootstrap import (ci_sources, model_resamples, percentile_ci,
                                 resampled_model_means)
 from fits.config import FitConfig
 from ensemble.core.answers import COLLABORATION as COLLAB, REPETITION as REPET
-from ensemble.core.files import (check_output_dir, check_same_source, exclusive, sibling_lock,
-                            write_json)
+from ensemble.core.files import (check_output_dir, check_same_source, exclusive, read_json,
+                                 sibling_lock, write_json)
 from ensemble.core.rundir import FIT_FILE, votes_dir_of
 from ensemble.core.versions import versions
 from fits.intervals import gap_interval
@@ -70,21 +69,71 @@ class Votes:
 
 
 def load_votes(votes_dir: Path) -> Votes:
-    """The votes directory ``votes_dir`` names (or the run holding it), read and hashed."""
+    """Read a votes directory back, refusing files that are not what the vote stage wrote.
+
+    A hand-edited, truncated or foreign file must fail here with its name, not as a
+    pandas error inside the fit or, worse, as NaN accuracies from a grid with holes.
+    """
     vd = votes_dir_of(votes_dir)
-    missing = [n for n in vd.REQUIRED if not (vd.path / n).exists()]
+    votes_dir = vd.path
+    if votes_dir.exists() and not votes_dir.is_dir():
+        raise VotesError(f"{votes_dir} is a file, not a votes directory; give the directory "
+                         "`ensemble vote` wrote (RUN/votes), or its run directory")
+    missing = [n for n in vd.REQUIRED if not (votes_dir / n).exists()]
     if missing:
         raise VotesError(
             f"{vd.path}: missing {', '.join(missing)}; run `ensemble vote` on the answers first"
         )
+    fix = f"rerun `ensemble vote` to rewrite {votes_dir}"
     digest = hashlib.sha256()
     for name in vd.REQUIRED:
-        digest.update((vd.path / name).read_bytes())
+        digest.update((votes_dir / name).read_bytes())
+    curve = _votes_table(vd.curve_parquet, ("condition", "k", "accuracy"), (), fix)
+    per_problem = _votes_table(vd.per_problem,
+                               ("condition", "problem_id", "k", "accuracy"),
+                               ("condition", "problem_id", "k"), fix)
+    meta = read_json(vd.meta, fix)
     by_model = vd.per_problem_by_model
-    return Votes(pd.read_parquet(vd.curve_parquet), pd.read_parquet(vd.per_problem),
-                 json.loads(vd.meta.read_text()),
-                 pd.read_parquet(by_model) if by_model.exists() else None,
-                 digest.hexdigest())
+    by = None
+    if by_model.exists():
+        by = _votes_table(by_model, ("condition", "model_id", "problem_id", "k", "accuracy"),
+                          ("condition", "model_id", "problem_id", "k"), fix)
+    if set(curve["condition"]) != set(per_problem["condition"]):
+        raise VotesError(f"{votes_dir}: curve.parquet and per_problem.parquet name different "
+                         "conditions, so they are not one vote's files; " + fix)
+    return Votes(curve, per_problem, meta, by, digest.hexdigest())
+
+
+def _votes_table(path: Path, columns: tuple[str, ...], key: tuple[str, ...],
+                 fix: str) -> pd.DataFrame:
+    """One parquet file of a votes directory, checked: columns, types, one row per key,
+    and every (problem, k) cell of each group present."""
+    import pyarrow as pa
+
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise VotesError(f"{path}: cannot be read as parquet ({exc}); {fix}") from None
+    absent = [c for c in columns if c not in df.columns]
+    if absent:
+        raise VotesError(f"{path}: missing column(s) {', '.join(absent)}; {fix}")
+    if not pd.api.types.is_integer_dtype(df["k"]):
+        raise VotesError(f"{path}: column k holds {df['k'].dtype}, not integers; {fix}")
+    acc = df["accuracy"]
+    if not pd.api.types.is_numeric_dtype(acc) or not acc.between(0, 1).all():
+        raise VotesError(f"{path}: column accuracy must hold numbers in [0, 1]; {fix}")
+    if key:
+        dup = df.duplicated(list(key))
+        if dup.any():
+            row = df[dup].iloc[0]
+            raise VotesError(f"{path}: two rows for " + ", ".join(
+                f"{c}={row[c]}" for c in key) + f"; {fix}")
+        groups = [c for c in key if c not in ("problem_id", "k")]
+        for name, d in df.groupby(groups):
+            if len(d) != d["problem_id"].nunique() * d["k"].nunique():
+                raise VotesError(f"{path}: {'/'.join(map(str, name))} lacks some (problem, k) "
+                                 f"rows; {fix}")
+    return df
 
 
 @dataclass(frozen=True)
@@ -325,10 +374,10 @@ def _compare(mats, grid, boot_b, fits, idx, cfg: FitConfig) -> dict:
 
 def run_fit(cfg: FitConfig) -> FitResult:
     """Load the votes directory, fit, and write ``fit.json`` under ``cfg.out_dir``."""
+    votes = load_votes(cfg.votes)  # a missing or broken input is the first thing to say
     check_output_dir(cfg.out_dir, "fits directory", FIT_FILE)
     check_same_source(cfg.out_dir / FIT_FILE, "votes", cfg.votes, cfg.force, "fit")
     with exclusive(sibling_lock(cfg.out_dir), f"{cfg.out_dir}"):
-        votes = load_votes(cfg.votes)
         result = fit_votes(votes, cfg)
         write_json(cfg.out_dir / FIT_FILE, result.to_dict())
     return result

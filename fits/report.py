@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble.core.files import atomic_path, write_text
-from ensemble.core.rundir import FIT_FILE, RunDir, VotesDir, votes_dir_of
+from ensemble.core.files import (atomic_path, check_same_source, check_writable_dir,
+                                 read_json, write_json, write_text)
+from ensemble.core.rundir import FIT_FILE, RunDir, VotesDir, default_output, votes_dir_of
+from ensemble.core.versions import versions
+from fits.config import FitConfig
 from fits.fitting import FitResult, Votes, load_votes
 
 COLORS = {"collaboration": "#1f77b4", "repetition": "#d62728"}
@@ -31,16 +34,20 @@ def load_fit(votes: Votes, votes_dir: Path) -> FitResult:
     numbers in the file.  A fit.json made from other votes (the votes were redone since)
     is refused rather than shown beside a table it does not describe.
     """
-    fit_json = VotesDir(Path(votes_dir)).fits / FIT_FILE
+    fit_json = FitConfig(votes=votes_dir).out_dir / FIT_FILE  # where `ensemble fit` writes
     if not fit_json.exists():
         raise ValueError(f"{fit_json} does not exist: a report renders the fit of its votes; "
                          f"run `ensemble fit {votes_dir}` first")
+    rerun = f"rerun `ensemble fit {votes_dir}`"
+    data = read_json(fit_json, rerun)
     try:
-        data = json.loads(fit_json.read_text())
         fit = FitResult.from_dict(data)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{fit_json}: not a fit this version can read ({exc}); rerun "
-                         f"`ensemble fit {votes_dir}`") from None
+    except KeyError as exc:
+        raise ValueError(f"{fit_json}: not a fit this version can read (no {exc.args[0]!r} "
+                         f"in it); {rerun}") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{fit_json}: not a fit this version can read ({exc}); {rerun}") \
+            from None
     if fit.votes_sha256 != votes.sha256:
         raise ValueError(f"{fit_json} was fitted to other votes than {votes_dir} holds now; "
                          f"rerun `ensemble fit {votes_dir}`")
@@ -412,16 +419,25 @@ def _caveats(n_problems: int) -> list[str]:
             ""]
 
 
-def write_report(path: Path, out: Path | None = None) -> Report:
+def write_report(path: Path, out: Path | None = None, force: bool = False) -> Report:
     """Write ``report.md`` and ``figures/*.png`` for a run or votes directory.
 
-    The report goes to the run directory (the parent of ``votes/``) unless ``out``
-    names another directory.
+    The report goes to the run directory (the parent of ``votes/``), or to
+    ``<name>_report`` beside a votes directory of another name, unless ``out`` names
+    another directory; a report of other votes there is replaced only with ``force``.
+    ``report.md`` and ``report.json`` are removed first and written after every figure,
+    so a report.md on disk always sits beside the figures it was written with, even after
+    a ``kill -9``.
     """
     vd = votes_dir_of(Path(path))
     votes = load_votes(vd.path)
+    run = RunDir(out if out is not None else default_output(vd.path, "report"))
+    check_writable_dir(run.root)
+    check_same_source(run.report_json, "votes", vd.path, force, "report")
     fit = load_fit(votes, vd.path)
-    run = RunDir(out) if out is not None else RunDir(vd.path.parent)
+    report = run.report
+    for stale in (report, run.report_json):  # the old set goes before the new is begun
+        stale.unlink(missing_ok=True)
     figs = [scaling_figure(votes, fit, run.figures / "scaling.png")]
     if vd.voters.exists():
         figs.append(voter_histogram(pd.read_csv(vd.voters), run.figures / "voter_accuracy.png"))
@@ -430,8 +446,11 @@ def write_report(path: Path, out: Path | None = None) -> Report:
         div = pd.read_csv(vd.diversity)
         figs.append(diversity_figure(div, votes.meta["diversity"],
                                      run.figures / "diversity.png"))
-    report = run.report
     write_text(report, render_markdown(votes, fit, figs, run.root, div))
+    write_json(run.report_json, {"config": {"votes": str(vd.path), "out": str(run.root)},
+                                 "votes_sha256": votes.sha256,
+                                 "figures": [str(f.relative_to(run.root)) for f in figs],
+                                 "versions": versions()})
     return Report(report, figs, fit)
 
 

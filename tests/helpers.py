@@ -74,3 +74,54 @@ def execute_notebook(run: Path) -> list[dict]:
     finally:
         del os.environ["ENSEMBLE_RUN"]
     return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+# Runs the CLI with every commit point of a stage's files counted: os.replace (a file or
+# directory renamed into place) and runio._exchange (a directory swapped in).  At the
+# KILL_AT-th one the process SIGKILLs itself just before it (one past the last: when the
+# command is done but has not exited): no finally, no clean-up, the state a `kill -9` or
+# a lost node leaves at that moment.
+_KILLER = r"""
+import os, signal, sys
+import ensemble.core.files as runio
+at, seen = int(os.environ["KILL_AT"]), [0]
+def commit(real):
+    def wrapped(*args, **kwargs):
+        seen[0] += 1
+        if seen[0] == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return wrapped
+os.replace = commit(os.replace)
+runio._exchange = commit(runio._exchange)
+from ensemble.cli import main
+try:
+    main(sys.argv[1:], prog_name="ensemble")
+except SystemExit as exc:
+    code = exc.code
+if at == seen[0] + 1:
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.exit(code)
+"""
+
+
+def kill_at_commit(argv: list, at: int) -> bool:
+    """Run ``ensemble ARGV`` killed (SIGKILL) just before its ``at``-th commit point.
+
+    Returns True when the kill happened, False when the command finished first (it has
+    fewer commit points); any other ending fails the test with its stderr.
+    """
+    import sys
+
+    import pytest
+
+    env = {**os.environ, "KILL_AT": str(at), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-c", _KILLER, *map(str, argv)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    if proc.returncode == -signal.SIGKILL:
+        return True
+    if proc.returncode != 0:
+        pytest.fail(f"ensemble {argv[0]} failed (exit {proc.returncode}): "
+                    f"{proc.stderr.decode(errors='replace')[-2000:]}")
+    return False

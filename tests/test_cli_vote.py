@@ -91,7 +91,7 @@ def test_curve_matches_brute_force_on_a_file(tmp_path):
     path = tmp_path / "t.jsonl"
     table_rows(rows).to_json(path, orient="records", lines=True)
     assert run("vote", path, "--bootstrap", 0).exit_code == 0
-    curve = pd.read_csv(tmp_path / "votes" / "curve.csv")
+    curve = pd.read_csv(tmp_path / "t_votes" / "curve.csv")
     for k in range(1, 7):
         expect = (_brute(answers["p1"], "5", k) + _brute(answers["p2"], "2", k)) / 2
         got = curve.loc[curve.k == k, "accuracy"].item()
@@ -103,7 +103,7 @@ def test_monte_carlo_reports_spread(tmp_path):
     r = run("vote", path, "--estimator", "monte-carlo", "--committees", 300, "--k", "1,3,5",
             "--bootstrap", 0)
     assert r.exit_code == 0, r.output
-    curve = pd.read_csv(tmp_path / "votes" / "curve.csv")
+    curve = pd.read_csv(tmp_path / "a_votes" / "curve.csv")
     assert sorted(curve.k.unique()) == [1, 3, 5]
     assert (curve["committee_sd"] >= 0).all()
     assert (curve["estimator"] == "monte-carlo").all()
@@ -182,7 +182,7 @@ def test_correct_column_merges_equivalent_answers(tmp_path):
     df = table_rows(rows).assign(correct=[True, True, False, False, True])
     df.to_csv(tmp_path / "c.csv", index=False)
     assert run("vote", tmp_path / "c.csv", "--bootstrap", 0).exit_code == 0
-    curve = pd.read_csv(tmp_path / "votes" / "curve.csv")
+    curve = pd.read_csv(tmp_path / "c_votes" / "curve.csv")
     assert curve.loc[curve.k == 5, "accuracy"].item() == pytest.approx(1.0)
 
 
@@ -407,24 +407,60 @@ def test_error_bounds_are_reported_and_histogram_mc_agrees_with_exact(tmp_path):
     assert (np.abs(mc["accuracy"] - exact["accuracy"]) <= half).all()
 
 
-def test_votes_of_another_input_are_not_overwritten_without_force(tmp_path):
+def test_default_outputs_sit_beside_their_input_and_never_collide(tmp_path):
+    """Two answers files in one folder: each gets its own votes, fits and report."""
     a = write_csv(small_table(), tmp_path / "a.csv")
     b = write_csv(small_table(seed=9), tmp_path / "b.csv")
-    assert run("vote", a, "--bootstrap", 0).exit_code == 0  # default: votes/ beside a.csv
-    assert run("vote", a, "--bootstrap", 0).exit_code == 0  # the same input again: fine
-    r = run("vote", b, "--bootstrap", 0)
+    for src in (a, b):
+        assert run("vote", src, "--bootstrap", 0).exit_code == 0
+    for name in ("a", "b"):
+        assert run("fit", tmp_path / f"{name}_votes").exit_code == 0
+        assert run("report", tmp_path / f"{name}_votes").exit_code == 0
+    for name, src in (("a", a), ("b", b)):
+        votes = json.loads((tmp_path / f"{name}_votes" / "vote.json").read_text())
+        assert votes["config"]["input"] == str(src)
+        fit = json.loads((tmp_path / f"{name}_fits" / "fit.json").read_text())
+        assert fit["config"]["votes"] == str(tmp_path / f"{name}_votes")
+        rep = json.loads((tmp_path / f"{name}_report" / "report.json").read_text())
+        assert rep["config"]["votes"] == str(tmp_path / f"{name}_votes")
+        assert rep["votes_sha256"] == fit["votes_sha256"]  # the report used its own fit
+        assert (tmp_path / f"{name}_report" / "figures" / "scaling.png").is_file()
+    assert not (tmp_path / "fits").exists() and not (tmp_path / "report.md").exists()
+    # A run directory keeps its fixed names: RUN/votes, RUN/fits, RUN/report.md.
+    write_run_answers(small_table(), tmp_path / "run")
+    assert run("vote", tmp_path / "run", "--bootstrap", 0).exit_code == 0
+    r = run("fit", tmp_path / "run")
+    assert r.exit_code == 0 and r.output.endswith(f"wrote {tmp_path / 'run' / 'fits'}/fit.json\n")
+    assert run("report", tmp_path / "run").exit_code == 0
+    assert (tmp_path / "run" / "report.md").is_file()
+
+
+def test_outputs_of_another_input_are_not_overwritten_without_force(tmp_path):
+    a = write_csv(small_table(), tmp_path / "a.csv")
+    b = write_csv(small_table(seed=9), tmp_path / "b.csv")
+    out = tmp_path / "v"
+    assert run("vote", a, "--bootstrap", 0, "--out", out).exit_code == 0
+    assert run("vote", a, "--bootstrap", 0, "--out", out).exit_code == 0  # the same input: fine
+    r = run("vote", b, "--bootstrap", 0, "--out", out)
     assert r.exit_code == 1
-    assert r.output == (f"Error: {tmp_path / 'votes'} holds the votes of {a}, not of {b}; pass "
-                        "--out DIR to keep both, or --force to replace them\n")
-    assert json.loads((tmp_path / "votes" / "vote.json").read_text())["config"]["input"] == str(a)
-    assert run("vote", b, "--bootstrap", 0, "--force").exit_code == 0
-    assert json.loads((tmp_path / "votes" / "vote.json").read_text())["config"]["input"] == str(b)
-    # the same rule for fits of different votes into one fits/ directory
+    assert r.output == (f"Error: {out} holds the votes of {a}, not of {b}; pass --out DIR to "
+                        "keep both, or --force to replace them\n")
+    assert json.loads((out / "vote.json").read_text())["config"]["input"] == str(a)
+    assert run("vote", b, "--bootstrap", 0, "--out", out, "--force").exit_code == 0
+    assert json.loads((out / "vote.json").read_text())["config"]["input"] == str(b)
+    # the same rule for fits and reports of different votes in one directory
     assert run("vote", a, "--bootstrap", 0, "--out", tmp_path / "va").exit_code == 0
-    assert run("fit", tmp_path / "votes", "--out", tmp_path / "f").exit_code == 0
-    r = run("fit", tmp_path / "va", "--out", tmp_path / "f")
-    assert r.exit_code == 1 and "holds the fit of" in r.output and "--force" in r.output
-    assert run("fit", tmp_path / "va", "--out", tmp_path / "f", "--force").exit_code == 0
+    for votes in (out, tmp_path / "va"):  # a report renders the fit beside its votes
+        assert run("fit", votes).exit_code == 0
+    for cmd, marker in (("fit", "fit.json"), ("report", "report.json")):
+        f = tmp_path / cmd
+        assert run(cmd, out, "--out", f).exit_code == 0
+        r = run(cmd, tmp_path / "va", "--out", f)
+        assert r.exit_code == 1
+        assert r.output == (f"Error: {f} holds the {cmd} of {out}, not of {tmp_path / 'va'}; "
+                            "pass --out DIR to keep both, or --force to replace them\n")
+        assert run(cmd, tmp_path / "va", "--out", f, "--force").exit_code == 0
+        assert json.loads((f / marker).read_text())["config"]["votes"] == str(tmp_path / "va")
 
 
 def test_collaboration_with_several_samples_per_variant_votes_over_all_of_them(tmp_path):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ensemble.core.config import StrictConfig, read_toml, setting
+from ensemble.core.config import StrictConfig, check_seed, read_toml, setting
 from ensemble.core.models import LORA_RANKS
 from ensemble.core.prompts import DEFAULT_TEMPLATE, check_template
 
@@ -166,6 +166,11 @@ class TrainConfig(StrictConfig):
         if self.learning_rate <= 0 or self.beta < 0 or self.format_reward < 0:
             raise ValueError("learning_rate must be positive; beta and format_reward >= 0")
         check_template(self.prompt_template)
+        for name in ("seed", "init_seed", "sampling_seed"):
+            try:
+                check_seed(getattr(self, name))
+            except ValueError:
+                raise ValueError(f"{name}={getattr(self, name)} must be 0 or more") from None
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads={self.cpu_threads} must be at least 1")
         if self.cpus_per_variant <= 0:

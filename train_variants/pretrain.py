@@ -470,6 +470,9 @@ def build_demo_base(cache_dir: Path, *, seed: int = 0, progress: bool = True,
     """
     import torch
 
+    from ensemble.core.config import check_seed
+
+    check_seed(seed)
     cfg = PretrainConfig.from_overrides(**overrides)
     key = cache_key(cfg, seed)
     if not fresh and key == shipped_key():

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ensemble.core.files import pid_alive, write_json
+from ensemble.core.files import pid_alive, read_json, write_json
 from train_variants.config import TrainConfig
 from ensemble.core.models import base_fingerprint
 from train_variants.plan import Plan, make_plan
@@ -69,7 +69,7 @@ def _check_population(cfg: TrainConfig, plan: Plan) -> None:
     path = RunDir(cfg.out).train_json
     if not path.exists():
         return
-    old = json.loads(path.read_text())
+    old = read_json(path, f"delete it to start {path.parent} over, or use another --out")
     mine = population_key(cfg, plan)
     theirs = {k: old.get(k) for k in mine}
     if theirs != mine:
@@ -101,9 +101,10 @@ def _write_population(cfg: TrainConfig, plan: Plan) -> None:
 
 def _tmp_owner(path: Path) -> dict:
     try:
-        return json.loads((path / RUNNING_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+        owner = json.loads((path / RUNNING_FILE).read_text())
+    except (OSError, ValueError):  # half-written by a killed process, or not ours
         return {}
+    return owner if isinstance(owner, dict) else {}
 
 
 def clean_stale(cfg: TrainConfig) -> list[str]:
@@ -149,6 +150,9 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> TrainSummary:
     from ensemble.core.models import resolve_base
     from train_variants.workers import launch
 
+    from ensemble.core.files import check_writable_dir
+
+    check_writable_dir(cfg.out)
     t0 = time.perf_counter()
     # Packaged and GGUF bases (smollm2-135m, gguf:PATH) become a cached HF directory.
     cfg = dataclasses.replace(cfg, base=resolve_base(cfg.base, progress=progress))
@@ -204,6 +208,9 @@ def variant_status(run_dir: Path) -> list[dict]:
         size in ``variants/train.json``.
     """
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise ValueError(f"{run_dir} is a file, not a run directory; give the --out directory "
+                         "of `ensemble train`")
     rd = RunDir.of(run_dir)
     vdir = rd.variants
     if not vdir.is_dir():
@@ -214,7 +221,8 @@ def variant_status(run_dir: Path) -> list[dict]:
     failed_dir = rd.failed_dir
     if failed_dir.is_dir():
         for f in failed_dir.glob("*.json"):
-            rec = json.loads(f.read_text())
+            rec = read_json(f, f"delete it and train {f.stem} again")
+            rec.setdefault("id", f.stem)
             rows[rec["id"]] = _row(rec["id"], "failed", host=rec.get("host"),
                                    error=rec.get("error"))
     for p in vdir.iterdir():
@@ -233,14 +241,15 @@ def variant_status(run_dir: Path) -> list[dict]:
                              wall_seconds=round(time.time() - owner.get("started", time.time()),
                                                 1))
         elif (p / VARIANT_MARKER).exists():
-            meta = json.loads((p / VARIANT_MARKER).read_text())
-            m, run = meta.get("metrics", {}), meta.get("run", {})
+            meta = read_json(p / VARIANT_MARKER, f"delete {p} and train {p.name} again")
+            m, run = meta.get("metrics") or {}, meta.get("run") or {}
             rows[p.name] = _row(p.name, "done", steps=m.get("steps"),
                                 final_reward=m.get("final_reward"),
                                 wall_seconds=run.get("wall_seconds"), host=run.get("host"))
     pop = rd.train_json
     if pop.exists():
-        for i in range(int(json.loads(pop.read_text()).get("variants", 0))):
+        for i in range(int(read_json(pop, "delete it; `ensemble train` writes it again")
+                               .get("variants", 0))):
             rows.setdefault(f"v{i:03d}", _row(f"v{i:03d}", "pending"))
     return [rows[k] for k in sorted(rows, key=lambda s: (len(s), s))]
 

@@ -37,6 +37,9 @@ def answer_files(path: Path) -> list[Path]:
     path = Path(path)
     if path.is_file():
         return [path]
+    if path.is_dir() and (path / "vote.json").is_file():
+        raise AnswersError(f"{path} is a votes directory (what `ensemble vote` writes), not "
+                           "answers; give the run directory or an answers file")
     if path.is_dir():
         root = RunDir(path).answers if RunDir(path).answers.is_dir() else path
         files = sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
@@ -59,6 +62,9 @@ def _read_one(path: Path) -> pd.DataFrame:
                                keep_default_na=False, na_values=[""])
         if suffix in (".jsonl", ".json"):
             return pd.read_json(path, lines=suffix == ".jsonl", dtype={"answer": str, "gold": str})
+    except UnicodeDecodeError as exc:
+        raise AnswersError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it "
+                           "as UTF-8, or as .parquet") from None
     except (ValueError, OSError) as exc:
         raise AnswersError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from exc
     raise AnswersError(f"{path}: unknown format {suffix!r}; use .parquet, .csv or .jsonl")
@@ -144,12 +150,13 @@ def validate(table: pd.DataFrame) -> None:
         if len(bad):
             raise AnswersError(f"{_where(table, bad[0])}: empty {col}; every row needs one")
     sample = pd.to_numeric(table["sample"], errors="coerce")
-    bad = np.flatnonzero((sample.isna() | (sample != sample.round())).to_numpy())
+    bad = np.flatnonzero((sample.isna() | (sample != sample.round()) | (sample < 0)).to_numpy())
     if len(bad):
-        raise AnswersError(
-            f"{_where(table, bad[0])}: sample={table['sample'].iat[bad[0]]!r} is not an "
-            "integer; number the samples 0, 1, ..."
-        )
+        value = table["sample"].iat[bad[0]]
+        value = value.item() if isinstance(value, np.generic) else value
+        what = "is negative" if sample.iat[bad[0]] < 0 else "is not an integer"
+        raise AnswersError(f"{_where(table, bad[0])}: sample={value!r} {what}; number the "
+                           "samples 0, 1, ...")
     gold = _canonical(table["gold"])
     bad = np.flatnonzero(gold.isna().to_numpy())
     if len(bad):

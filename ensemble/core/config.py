@@ -23,7 +23,7 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["setting", "StrictConfig", "from_dict", "check_keys", "check_types", "read_toml", "dump_toml",
+__all__ = ["setting", "StrictConfig", "from_dict", "check_keys", "check_types", "check_seed", "read_toml", "dump_toml",
            "SHARED_KEYS"]
 
 SHARED_KEYS = ("out", "base", "seed")  # top-level keys of an experiment file, for every stage
@@ -97,6 +97,12 @@ class StrictConfig:
         """``data`` without the run-only keys: what two runs must agree on."""
         skip = cls.run_only_keys()
         return {k: v for k, v in data.items() if k not in skip}
+
+
+def check_seed(seed: int) -> None:
+    """Seeds feed numpy's SeedSequence, which takes integers from 0 up."""
+    if seed < 0:
+        raise ValueError(f"seed={seed} must be 0 or more")
 
 
 def _plain(v):

@@ -147,15 +147,44 @@ def check_output_dir(path: Path, kind: str, marker: str) -> None:
     every output set of this kind holds (``vote.json`` for a votes directory).
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file, not a directory; give --out a directory path")
+    check_writable_dir(path)
     if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
         raise ValueError(f"{path} holds files but is not a {kind} (no {marker}); give --out "
                          "an empty or new directory")
+
+
+def check_writable_dir(path: Path) -> None:
+    """Refuse an output directory that is a file, lies under a file, or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a directory; give --out a directory path")
     probe = path if path.exists() else next((p for p in path.parents if p.exists()), None)
+    if probe is not None and not probe.is_dir():
+        raise ValueError(f"{probe} is a file, so no directory {path} can be made under it; "
+                         "give --out a directory path")
     if probe is not None and not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{probe} is not writable by this user; give --out a directory you "
                          "can write")
+
+
+def read_json(path: Path, fix: str) -> dict:
+    """The JSON object in ``path``; anything else is one ValueError naming the file and ``fix``.
+
+    For the small JSON files stages leave for each other (``vote.json``, ``variant.json``):
+    a truncated, binary or hand-edited one must say which file it is, not only what the
+    JSON parser tripped over.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text, so not the JSON file it should be; {fix}") \
+            from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: holds a JSON {type(data).__name__}, not an object; {fix}")
+    return data
 
 
 def check_same_source(meta_file: Path, key: str, source: Path, force: bool, what: str) -> None:
@@ -169,7 +198,8 @@ def check_same_source(meta_file: Path, key: str, source: Path, force: bool, what
     if force or not meta_file.is_file():
         return
     try:
-        old = json.loads(meta_file.read_text()).get("config", {}).get(key)
+        config = read_json(meta_file, "").get("config")
+        old = config.get(key) if isinstance(config, dict) else None
     except (ValueError, OSError):
         old = None
     if old is None or Path(old).resolve() == Path(source).resolve():
@@ -205,8 +235,13 @@ def atomic_dir(path: Path, kind: str, marker: str) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists() and _exchange(tmp, path):
+            shutil.rmtree(tmp, ignore_errors=True)  # it holds the old set now
+            return
         old = None
         if path.exists():
+            # Two renames: a kill between them leaves no ``path`` (the old set is in the
+            # hidden .old directory), never a mix; only where renameat2 is missing.
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / path.name)
         os.replace(tmp, path)
@@ -271,6 +306,28 @@ class BuildDir:
                 raise
             shutil.rmtree(self.path, ignore_errors=True)  # another process won the race
         return False
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step; False where the system cannot.
+
+    Linux's ``renameat2(..., RENAME_EXCHANGE)`` (since 3.15, glibc 2.28): no moment at
+    which neither exists, so a reader or a ``kill -9`` finds the old set or the new one.
+    """
+    import ctypes
+    import errno
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2  # <fcntl.h>, <linux/fs.h>
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.EOPNOTSUPP):
+        return False  # a filesystem without the flag: fall back to two renames
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def write_text(path: Path, text: str) -> None:

@@ -49,19 +49,27 @@ SYNTHETIC = re.compile(r"synthetic(?::(\d+))?(?::d(\d+))?(?::s(\d+))?(?::(small|
 
 def _rows_from_file(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise ProblemSetError(f"{path} is a directory; give a problem file (.jsonl, .json, "
+                              ".parquet or .csv)")
     try:
         if suffix == ".jsonl":
             with path.open() as fh:
                 return [json.loads(line) for line in fh if line.strip()]
         if suffix == ".json":
             data = json.loads(path.read_text())
-            return data if isinstance(data, list) else data.get("data", data.get("problems", []))
+            if isinstance(data, dict):
+                data = data.get("data", data.get("problems", []))
+            return data
         if suffix in (".parquet", ".csv"):
             import pandas as pd
 
             df = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(
                 path, dtype=str, keep_default_na=False)
             return df.to_dict(orient="records")
+    except UnicodeDecodeError as exc:
+        raise ProblemSetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save "
+                              "it as UTF-8, or as .parquet") from None
     except (ValueError, OSError) as exc:
         raise ProblemSetError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from exc
     raise ProblemSetError(f"{path}: unknown format {suffix!r}; use .jsonl, .json, .parquet or .csv")
@@ -79,6 +87,11 @@ def _rows_from_hub(dataset: str, split: str) -> list[dict]:
             f"{dataset}: cannot load split {split!r} from the Hugging Face hub ({exc}); "
             "offline, pass a local .jsonl/.parquet/.csv file instead"
         ) from exc
+
+
+def _blank(value) -> bool:
+    """None, NaN (a missing cell of a numeric parquet/csv column) or only whitespace."""
+    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
 
 
 def load_problems(source: str | Path, problem_field: str = "problem",
@@ -101,8 +114,11 @@ def load_problems(source: str | Path, problem_field: str = "problem",
     m = SYNTHETIC.match(src)
     if m:
         n = int(m.group(1) or 30)
-        probs = synthetic_problems(n, difficulty=int(m.group(2) or 3), seed=int(m.group(3) or 0),
-                                   numbers=m.group(4) or "default")
+        try:
+            probs = synthetic_problems(n, difficulty=int(m.group(2) or 3),
+                                       seed=int(m.group(3) or 0), numbers=m.group(4) or "default")
+        except ValueError as exc:  # name the spec the value came from
+            raise ProblemSetError(f"{src}: {exc}") from None
         return probs[:limit] if limit else probs
     path = Path(src)
     if path.exists():
@@ -116,8 +132,17 @@ def load_problems(source: str | Path, problem_field: str = "problem",
         rows, where = _rows_from_hub(src, split), src
     else:
         raise ProblemSetError(f"{src}: no such file, preset or dataset id")
+    if not isinstance(rows, list):
+        kind = {int: "number", float: "number", str: "string", bool: "boolean"}.get(
+            type(rows), type(rows).__name__)
+        raise ProblemSetError(f"{where}: holds a single {kind}, not a list of problems")
     if not rows:
         raise ProblemSetError(f"{where}: the problem set is empty")
+    odd = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if odd is not None:
+        raise ProblemSetError(f"{where}: row {odd + 1} is {rows[odd]!r}, not a record; each row is "
+                              f"one problem with fields such as {problem_field!r} and "
+                              f"{answer_field!r}")
     for field_name in (problem_field, answer_field):
         if field_name not in rows[0]:
             raise ProblemSetError(
@@ -131,8 +156,10 @@ def load_problems(source: str | Path, problem_field: str = "problem",
             raise ProblemSetError(f"{where}: duplicate problem id {pid!r} (row {i + 1}); ids must be unique")
         seen.add(pid)
         ans = r.get(answer_field)
-        if ans is None or str(ans).strip() == "":
+        if _blank(ans):
             raise ProblemSetError(f"{where}: row {i + 1} (id {pid}) has no {answer_field!r}")
+        if _blank(r.get(problem_field)):
+            raise ProblemSetError(f"{where}: row {i + 1} (id {pid}) has no {problem_field!r}")
         out.append(Problem(pid, str(r[problem_field]), str(ans).strip(), r.get("solution")))
     return out[:limit] if limit else out
 

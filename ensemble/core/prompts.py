@@ -22,9 +22,9 @@ CHAT_TEMPLATE = (
 
 
 def check_template(template: str) -> None:
-    """Raise ValueError unless ``template`` formats with ``{problem}`` alone.
+    r"""Raise ValueError unless ``template`` formats with ``{problem}`` alone.
 
-    Literal braces (a ``\\boxed{..}`` in a one-shot example) must be doubled, as in
+    Literal braces (a ``\boxed{..}`` in a one-shot example) must be doubled, as in
     :func:`str.format`; a single one would fail only when the first prompt is rendered.
 
     Examples
@@ -33,15 +33,16 @@ def check_template(template: str) -> None:
     >>> check_template("{problem} For example {83}.")
     Traceback (most recent call last):
     ...
-    ValueError: prompt_template '{problem} For example {83}.' has braces that are not {problem} (Replacement index 83 out of range for positional args tuple); write literal braces doubled: {{ and }}
+    ValueError: prompt_template '{problem} For example {83}.' cannot be filled in with the problem alone (IndexError: Replacement index 83 out of range for positional args tuple); {problem} is its only placeholder, so write other braces doubled, as in \boxed{{}}
     """
     if "{problem}" not in template:
         raise ValueError("prompt_template must contain {problem}")
     try:
         template.format(problem="")
-    except (IndexError, KeyError, ValueError) as exc:
-        raise ValueError(f"prompt_template {template!r} has braces that are not {{problem}} "
-                         f"({exc}); write literal braces doubled: {{{{ and }}}}") from None
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"prompt_template {template!r} cannot be filled in with the problem "
+                         f"alone ({type(exc).__name__}: {exc}); {{problem}} is its only "
+                         "placeholder, so write other braces doubled, as in \\boxed{{}}") from None
 
 
 def chat_messages(text: str, system_prompt: str | None = None) -> list[dict[str, str]]:

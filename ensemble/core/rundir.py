@@ -11,7 +11,7 @@ layout is named here once (docs/architecture.md draws it)::
       answers.json, answers.log.jsonl            the answer config; one line per invocation
       votes/                                     curves, per-problem W, vote.json (marker)
       fits/fit.json                              the fits and the comparison
-      report.md, figures/*.png
+      report.md, report.json, figures/*.png     the report; its input and settings
 
 Stage commands also accept a votes directory or a lone answers file in place of a run
 directory; :meth:`RunDir.of` and :func:`votes_dir_of` find the run directory or votes
@@ -27,6 +27,7 @@ CONFIG = "config.toml"
 VARIANT_MARKER = "variant.json"  # written last into every complete variant directory
 VOTE_MARKER = "vote.json"  # written last into every complete votes directory
 FIT_FILE = "fit.json"
+REPORT_MARKER = "report.json"  # a report's input and settings, written after report.md
 RESULT_DIRS = ("variants", "answers", "votes", "fits")  # what the stages write in a run dir
 
 
@@ -152,6 +153,10 @@ class RunDir:
         return self.root / "report.md"
 
     @property
+    def report_json(self) -> Path:
+        return self.root / REPORT_MARKER
+
+    @property
     def figures(self) -> Path:
         return self.root / "figures"
 
@@ -168,3 +173,30 @@ def votes_dir_of(path: Path) -> VotesDir:
     if (path / "votes").is_dir() and not (path / VOTE_MARKER).exists():
         return VotesDir(path / "votes")
     return VotesDir(path)
+
+
+def default_output(source: Path, stage: str) -> Path:
+    """Where a stage writes when no ``--out`` is given: beside its input, named after it.
+
+    Inside a run directory the names are fixed (``RUN/votes`` -> ``RUN/fits``, the report
+    in ``RUN``); any other input X gets ``X_<stage>`` next to it (``a.csv`` ->
+    ``a_votes``, ``a_votes`` -> ``a_fits``), so two inputs in one folder never share a
+    default output.
+
+    Examples
+    --------
+    >>> default_output(Path("runs/x/votes"), "fits").as_posix()
+    'runs/x/fits'
+    >>> default_output(Path("a.csv"), "votes").as_posix(), default_output(Path("a_votes"), "report").as_posix()
+    ('a_votes', 'a_report')
+    """
+    source = Path(source)
+    if stage == "votes" and source.is_dir():
+        return RunDir(source).votes.path
+    if stage != "votes":
+        source = votes_dir_of(source).path  # a run directory given for its votes
+    if stage != "votes" and source.name == "votes":
+        return source.parent if stage == "report" else source.parent / stage
+    stem = source.stem if stage == "votes" else (
+        source.name.removesuffix("votes").rstrip("_-.") or source.name)
+    return source.parent / f"{stem}_{stage}"

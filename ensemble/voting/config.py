@@ -15,8 +15,8 @@ from typing import ClassVar
 import numpy as np
 
 from ensemble.core.canonical import CANONICAL_MODES
-from ensemble.core.config import StrictConfig, setting
-from ensemble.core.rundir import RunDir
+from ensemble.core.config import StrictConfig, check_seed, setting
+from ensemble.core.rundir import default_output
 
 # exact: every committee, no sampling noise (a proved truncation bound past ~256 voters);
 # monte-carlo: B committees per k shared by all problems, for the committee spread;
@@ -32,8 +32,8 @@ class VoteConfig(StrictConfig):
     TABLE: ClassVar[str] = "[vote]"
 
     input: Path = setting(help="A run directory (answers/**.parquet) or one answers file.")
-    out: Path | None = setting(None, "Output directory [default: RUN/votes, or votes/ "
-                               "beside a file].")
+    out: Path | None = setting(None, "Output directory [default: RUN/votes, or NAME_votes "
+                               "beside an answers file NAME.*].")
     k: str | None = setting(None, "Committee sizes: 1:200, 1,2,4,8 or log:40 [default: "
                             "every k].")
     # Split, equivalent wrong answers are weaker rivals and inflate accuracy.
@@ -57,6 +57,7 @@ class VoteConfig(StrictConfig):
         self.input = Path(self.input)
         if self.out is not None:
             self.out = Path(self.out)
+        check_seed(self.seed)
         if self.committees < 1:
             raise ValueError(f"committees={self.committees} must be at least 1")
         if self.bootstrap < 0:
@@ -68,11 +69,7 @@ class VoteConfig(StrictConfig):
 
     @property
     def out_dir(self) -> Path:
-        if self.out is not None:
-            return self.out
-        if self.input.is_dir():
-            return RunDir(self.input).votes.path
-        return self.input.parent / "votes"  # beside an answers file
+        return self.out if self.out is not None else default_output(self.input, "votes")
 
 
 def parse_k(spec: str | None, n_voters: int | None) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ensemble.core.answers import load_answers
+from ensemble.core.answers import answer_files, load_answers
 from ensemble.voting import estimators as voting
 from ensemble.voting.pools import Pool, Pools, build_pools
 from ensemble.voting.diversity import Diversity, diversity, pair_counts
@@ -340,6 +340,7 @@ def _condition_meta(c: ConditionResult) -> dict:
 
 def run_vote(cfg: VoteConfig, progress: bool = True) -> VoteResult:
     """Read the answers named by ``cfg``, compute the curves and write the votes directory."""
+    answer_files(cfg.input)  # a missing input is the first thing to say
     check_output_dir(cfg.out_dir, "votes directory", VOTE_MARKER)
     check_same_source(cfg.out_dir / VOTE_MARKER, "input", cfg.input, cfg.force, "votes")
     with exclusive(sibling_lock(cfg.out_dir), f"{cfg.out_dir}"):
