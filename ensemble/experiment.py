@@ -39,7 +39,9 @@ RESULT_DIRS = ("variants", "answers", "votes", "fits")  # what the stages write 
 DEMO_BASE = "demo"  # base = "demo": the project's own model, pretrained on first use
 # Keys that decide who does the work and how fast, never what the results are: a rerun
 # may change them without being refused.
-RUN_ONLY = {"train": ("launcher", "workers", "cpus_per_variant", "ray_address"),
+RUN_ONLY = {"train": ("launcher", "workers", "cpus_per_variant", "ray_address",
+                      "gpus_per_variant", "micro_batch", "vllm_memory_share",
+                      "vllm_max_model_len", "gpu_memory_gb"),
             "answer": ("launcher", "workers", "shard", "adapters_per_batch", "stall_timeout")}
 
 

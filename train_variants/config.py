@@ -28,6 +28,11 @@ FACTORS = ("order", "mask", "init_seed", "sampling_seed", "rank", "lora_init")
 LORA_INITS = ("default", "gaussian", "orthogonal")
 # Every projection of a Llama/Qwen block: LoRA on all linear layers is what matches full
 # fine-tuning in RL ("LoRA without regret", Thinking Machines 2025).
+# TRL 1.16 losses normalised over the whole generation batch (dapo, cispo, vespo: by its
+# token count; grpo, sapo, luspo, dr_grpo: per sequence, divided by the accumulation
+# steps), so splitting it into micro-batches leaves the gradient unchanged; bnpo
+# normalises per micro-batch.
+SPLIT_EXACT_LOSSES = ("dapo", "grpo", "dr_grpo", "cispo", "sapo", "vespo", "luspo")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -63,7 +68,7 @@ class TrainConfig:
     learning_rate: float = 1e-5  # LoRA RL wants ~10x the full fine-tuning rate
     steps: int = 100  # optimiser steps per variant
     batch_size: int = 8  # prompts per optimiser step (each gets num_generations completions)
-    grad_accum: int = 1  # gradient accumulation steps per optimiser step
+    grad_accum: int = 1  # multiplies the prompts per optimiser step (batch_size x grad_accum)
     num_generations: int = 8  # group size for GRPO's group-relative advantage
     max_completion_length: int = 2048  # AIME solutions are long; lower it for small models
     temperature: float = 1.0  # on-policy sampling at the model's own distribution
@@ -74,9 +79,22 @@ class TrainConfig:
     prompt_template: str = DEFAULT_TEMPLATE  # the answering stage's prompt, so train = test
     system_prompt: str | None = None
     gradient_checkpointing: bool = True  # long completions on large models; off for tiny ones
+    # --- GPU budget: None is computed from the base's config.json (ensemble.sizing) and
+    # the value written to variants/train.json ------------------------------------------
+    # GPUs one variant trains on: with TRL's colocated vLLM engine on GPU 0 when the
+    # weights do not fit twice on one GPU, the training model over the others (a device map).
+    gpus_per_variant: int | None = None
+    # Sequences per forward/backward pass: the generation batch (batch_size x grad_accum x
+    # num_generations) is split into micro-batches (TRL's steps_per_generation), so memory is
+    # set by the micro-batch.  TRL's dapo/grpo/dr_grpo losses normalise over the whole
+    # generation batch, so the update does not depend on it (tested); on CPU: no split.
+    micro_batch: int | None = None
+    vllm_memory_share: float | None = None  # colocated engine's gpu_memory_utilization
+    vllm_max_model_len: int | None = None  # longest pool prompt + max_completion_length
+    gpu_memory_gb: float | None = None  # one GPU's memory; the visible GPU's, else 80
     # --- where it runs ------------------------------------------------------------------
-    launcher: str = "local"  # local: this machine; ray: one task per variant on a cluster
-    workers: int = 1  # local: processes (one per GPU on a GPU box); ray: ignored
+    launcher: str = "local"  # local: this machine; ray: one worker per variant slot
+    workers: int = 1  # local: processes, each with gpus_per_variant GPUs; ray: actors (1: fill the cluster)
     device: str = "auto"  # auto: cuda when available, else cpu
     dtype: str = "auto"  # auto: bfloat16 on cuda, float32 on cpu
     use_vllm: bool | None = None  # TRL's vLLM generation; None: only with CUDA and vllm installed
@@ -84,7 +102,7 @@ class TrainConfig:
     # use 1: OpenMP threads that spin while another process holds the core made GRPO steps
     # of the tiny test model 30-50x slower here (2 threads) than one thread.
     cpu_threads: int | None = None
-    cpus_per_variant: float = 1.0  # Ray task request on CPU; on GPUs each task asks one GPU
+    cpus_per_variant: float = 1.0  # Ray actor request on CPU; on GPUs each asks gpus_per_variant
     ray_address: str | None = None  # None: join a running cluster (RAY_ADDRESS) or start one
 
     def __post_init__(self):
@@ -147,6 +165,31 @@ class TrainConfig:
             raise ValueError(f"cpu_threads={self.cpu_threads} must be at least 1")
         if self.cpus_per_variant <= 0:
             raise ValueError(f"cpus_per_variant={self.cpus_per_variant} must be positive")
+        for name in ("gpus_per_variant", "micro_batch", "vllm_max_model_len"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name}={v} must be at least 1; leave it out to compute it "
+                                 "from the model's size")
+        if self.vllm_memory_share is not None and not 0 < self.vllm_memory_share < 1:
+            raise ValueError(f"vllm_memory_share={self.vllm_memory_share} must lie in (0, 1): "
+                             "the share of the engine's GPU vLLM may use")
+        if self.gpu_memory_gb is not None and self.gpu_memory_gb <= 0:
+            raise ValueError(f"gpu_memory_gb={self.gpu_memory_gb} must be positive")
+        group = self.generation_batch
+        if self.micro_batch is not None and group % self.micro_batch:
+            raise ValueError(f"micro_batch={self.micro_batch} must divide the {group} sequences "
+                             "of a generation batch (batch_size x grad_accum x num_generations)")
+        if (self.micro_batch is not None and self.micro_batch < group
+                and self.loss_type not in SPLIT_EXACT_LOSSES):
+            raise ValueError(f"micro_batch={self.micro_batch} with loss_type={self.loss_type!r}: "
+                             "TRL normalises that loss per micro-batch, so splitting would change "
+                             f"the update; use one of {', '.join(SPLIT_EXACT_LOSSES)} or leave "
+                             "micro_batch out")
+
+    @property
+    def generation_batch(self) -> int:
+        """Sequences generated per optimiser step: batch_size x grad_accum x num_generations."""
+        return self.batch_size * self.grad_accum * self.num_generations
 
     @property
     def indices(self) -> range:
@@ -168,8 +211,11 @@ class TrainConfig:
 
     # Keys that only say where and how fast the work runs, or which part of the population
     # this invocation trains: they never change a variant, so the recipe hash leaves them out.
+    # The GPU budget only moves work between devices and micro-batches (the losses it
+    # allows normalise over the whole generation batch), so it is a run key too.
     RUN_KEYS = ("out", "variants", "first", "launcher", "workers", "cpus_per_variant",
-                "ray_address", "cpu_threads")
+                "ray_address", "cpu_threads", "gpus_per_variant", "micro_batch",
+                "vllm_memory_share", "vllm_max_model_len", "gpu_memory_gb")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
