@@ -42,7 +42,9 @@ DEMO_BASE = "demo"  # base = "demo": the project's own model, pretrained on firs
 RUN_ONLY = {"train": ("launcher", "workers", "cpus_per_variant", "ray_address",
                       "gpus_per_variant", "micro_batch", "vllm_memory_share",
                       "vllm_max_model_len", "gpu_memory_gb"),
-            "answer": ("launcher", "workers", "shard", "adapters_per_batch", "stall_timeout")}
+            "answer": ("launcher", "workers", "shard", "adapters_per_batch", "stall_timeout",
+                       "max_model_len", "tensor_parallel_size", "gpu_memory_utilization",
+                       "gpu_memory_gb", "lora_target_modules")}
 
 
 def cache_root() -> Path:

@@ -418,16 +418,16 @@ def answer_budget(size: ModelSize, *, dtype: str, max_loras: int, max_lora_rank:
            "lora_slots_gib": round(lora * (0.5 + 0.5 / tp) / GB, 2),
            "kv_per_sequence_gib": round(kv_seq / min(tp, max(size.kv_heads, 1)) / GB, 3),
            "gpu_gib": round(gpu_bytes / GB, 1), "utilization": utilization}
+    experts = size.is_moe and (targets is None or bool(set(targets) & set(MLP)))
     if seqs < 1:
         raise ValueError(
             f"the answering engine does not fit: per GPU at tensor_parallel_size={tp}, "
             f"weights {est['weights_gib']} GiB + LoRA slots {est['lora_slots_gib']} GiB "
             f"(max_loras={max_loras} x rank {max_lora_rank}"
-            + (" on every MoE expert" if size.is_moe and (targets is None or set(targets)
-                                                          & set(MLP)) else "")
+            + (" on every MoE expert" if experts else "")
             + f") + one {max_model_len}-token sequence's KV cache "
             f"({est['kv_per_sequence_gib']} GiB) exceed {utilization} x {gib(gpu_bytes)}; "
             "raise tensor_parallel_size, lower max_loras or max_model_len"
             + (", or serve attention-only adapters (vLLM then skips the expert slots)"
-               if size.is_moe else ""))
+               if experts else ""))
     return AnswerBudget(tp, seqs, est)

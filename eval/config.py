@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ("vllm", "hf")
+BACKENDS = ("vllm", "hf", "auto")  # auto: vllm on CUDA GPUs, hf (transformers) without
 CONDITIONS = ("collaboration", "repetition", "both")
 LAUNCHERS = ("local", "ray")
 # vLLM sizes its LoRA kernels for these ranks only (vllm.config.lora.MaxLoRARanks).
@@ -30,7 +30,7 @@ class AnswerConfig:
     split: str = "train"
     limit: int | None = None  # first N problems only (smoke tests)
     kind: str = "auto"  # grading: aime (integers 0-999), math (LaTeX), auto: aime if all golds are
-    backend: str = "vllm"  # vllm: multi-LoRA serving; hf: transformers + PEFT reference
+    backend: str = "vllm"  # vllm: multi-LoRA serving; hf: transformers + PEFT reference; auto
     condition: str = "both"
     temperature: float = 0.6  # the usual reasoning-model setting; both conditions share it
     top_p: float = 0.95
@@ -50,7 +50,19 @@ class AnswerConfig:
     system_prompt: str | None = None
     keep_text: bool = False  # store completions (large) in the answers table
     dtype: str = "auto"  # auto: the checkpoint's dtype, the same in both backends
-    max_model_len: int | None = None
+    # --- the vLLM engine: None is computed from the base's config.json, the adapters and
+    # the prompts (eval.budget) and recorded in answers.json -------------------------------
+    max_model_len: int | None = None  # longest prompt + max_tokens (the KV cache's unit)
+    tensor_parallel_size: int | None = None  # GPUs per engine (shard): weights + LoRA slots + KV
+    gpu_memory_utilization: float = 0.9  # vLLM's default share of each GPU
+    gpu_memory_gb: float | None = None  # one GPU's memory; the visible GPU's, else 80
+    # LoRA slots only on these modules (vLLM's lora_target_modules, PEFT names): None is the
+    # adapters' own targets, so attention-only adapters on a MoE base get no expert slots.
+    lora_target_modules: list[str] | None = None
+    # vLLM's batch-invariant kernels (VLLM_BATCH_INVARIANT): answers independent of how
+    # requests are batched, so sharded, resumed and whole runs agree on CUDA too.  None: on
+    # for CUDA GPUs of compute capability 9.0+ (what vLLM documents), off elsewhere.
+    batch_invariant: bool | None = None
     shard: str = "0/1"  # i/n: this process answers work units i, i+n, i+2n, ...
     launcher: str = "local"  # ray: one engine per GPU (or CPU task) over the shards
     workers: int = 1  # shards run by the ray launcher
@@ -80,6 +92,17 @@ class AnswerConfig:
                      "repetition_models"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("max_model_len", "tensor_parallel_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1; leave it out "
+                                 "to compute it from the model's size")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization={self.gpu_memory_utilization} must lie in "
+                             "(0, 1]")
+        if self.gpu_memory_gb is not None and self.gpu_memory_gb <= 0:
+            raise ValueError(f"gpu_memory_gb={self.gpu_memory_gb} must be positive")
+        if isinstance(self.lora_target_modules, str):
+            self.lora_target_modules = [self.lora_target_modules]
         if self.max_lora_rank not in LORA_RANKS:
             raise ValueError(f"max_lora_rank={self.max_lora_rank} is not a rank vLLM supports; "
                              f"use one of {', '.join(map(str, LORA_RANKS))} (at least the "

@@ -264,6 +264,10 @@ def run_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
 
 
 def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
+    from eval.backends import has_cuda
+    from eval.budget import resolve_backend, resolve_engine
+
+    cfg = resolve_backend(cfg, has_cuda())
     _check_existing(cfg)
     problems = load_problems(cfg.benchmark, cfg.problem_field, cfg.answer_field, cfg.id_field,
                              cfg.split, cfg.limit)
@@ -275,6 +279,9 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
         adapters, skipped = discover(cfg.adapters_dir, cfg.base, cfg.max_lora_rank,
                                      backend=cfg.backend)
     units = plan_units(cfg, adapters)
+    # The engine's settings from the model, adapters and prompts; too little GPU memory
+    # is an error here, before any engine starts (eval.budget).
+    cfg = resolve_engine(cfg, problems, on_gpu=has_cuda())
     mine = [u for i, u in enumerate(units) if i % cfg.shard_count == cfg.shard_index]
     summary = AnswerSummary(skipped_adapters=skipped)
     base_fp = model_fingerprint(cfg.base)

@@ -570,3 +570,75 @@ def test_hf_run_killed_midway_resumes_to_the_same_table(tiny, tmp_path):
     assert f"{len(finished)} already done" in resumed.stdout
     pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(run))
     assert not [p for p in run.rglob(".*") if p.name != ".cache"]  # no temp files or locks
+
+
+# --- the engine's settings from the model (eval.budget; issue 17, points 4 and 13) -------
+
+@pytest.fixture(scope="module")
+def tiny_moe(tmp_path_factory):
+    """A tiny random Qwen3-MoE with two attention-only adapters."""
+    from eval.tinymodel import build_tiny_moe
+
+    root = tmp_path_factory.mktemp("moe")
+    base = build_tiny_moe(root / "base")
+    make_lora_adapters(base, root / "adapters", 2, target_modules=["q_proj", "v_proj"])
+    return {"base": str(base), "adapters": root / "adapters"}
+
+
+def test_engine_settings_are_computed_from_model_adapters_and_prompts(tiny, tiny_moe, tmp_path):
+    from eval.budget import resolve_engine
+
+    problems = synthetic_problems(6, difficulty=2, seed=1)
+    cfg = _cfg(tiny, tmp_path / "r", backend="vllm", max_tokens=40)
+    on_gpu = resolve_engine(cfg, problems, on_gpu=True)
+    assert on_gpu.tensor_parallel_size == 1 and on_gpu.gpu_memory_gb == 80.0
+    assert on_gpu.max_model_len == 256  # longest prompt + 40, rounded up, within 512
+    assert on_gpu.lora_target_modules == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    moe = _cfg(tiny, tmp_path / "m", base=tiny_moe["base"], adapters=tiny_moe["adapters"],
+               backend="vllm", max_tokens=40)
+    assert resolve_engine(moe, problems, on_gpu=True).lora_target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ValueError, match=r"the answering engine does not fit: per GPU at "
+                       r"tensor_parallel_size=2, weights .* \(max_loras=2 x rank 8\) .* raise "
+                       r"tensor_parallel_size, lower max_loras or max_model_len$"):
+        resolve_engine(dataclasses_replace(moe, gpu_memory_gb=1e-5), problems, on_gpu=True)
+    auto = resolve_engine(dataclasses_replace(moe, backend="auto"), problems, on_gpu=False)
+    assert auto.backend == "hf"  # transformers replaces vLLM without a GPU
+
+
+def dataclasses_replace(cfg, **kw):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)
+
+
+def test_vllm_on_cpu_refuses_lora_on_a_moe_base_before_any_engine(tiny_moe, tiny, tmp_path):
+    res = _cli("--base", tiny_moe["base"], "--adapters", tiny_moe["adapters"], "--benchmark",
+               tiny["bench"], "--out", tmp_path / "r", "--backend", "vllm", "--max-lora-rank", 8,
+               "--max-tokens", 8)
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {tiny_moe['base']} is a mixture-of-experts model: vLLM's CPU "
+                          "build serves no LoRA on it (its MoE LoRA kernels need Triton on a "
+                          "GPU); answer with backend = \"hf\" (or \"auto\") on CPU\n")
+    assert not (tmp_path / "r" / "answers").exists()
+
+
+def test_engine_placement_and_batch_invariance(tiny, tmp_path, monkeypatch):
+    import torch
+
+    from eval import backends
+
+    cfg = _cfg(tiny, tmp_path / "r", backend="vllm", tensor_parallel_size=2,
+               lora_target_modules=["q_proj"], gpu_memory_utilization=0.8)
+    assert backends.batch_invariance(cfg) is False  # CPU: batch-independent already
+    with pytest.raises(ValueError, match="batch_invariant=true needs a CUDA GPU"):
+        backends.batch_invariance(dataclasses_replace(cfg, batch_invariant=True))
+    assert backends._engine_placement(cfg) == {"lora_target_modules": ["q_proj"]}
+    monkeypatch.setattr(backends, "has_cuda", lambda: True)
+    assert backends._engine_placement(cfg) == {
+        "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8,
+        "distributed_executor_backend": "mp", "lora_target_modules": ["q_proj"]}
+    for capability, on in (((8, 0), False), ((9, 0), True), ((10, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0, c=capability: c)
+        assert backends.batch_invariance(cfg) is on
+        assert backends.batch_invariance(dataclasses_replace(cfg, batch_invariant=False)) is False
