@@ -18,6 +18,12 @@ CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU"
            "VLLM_CPU_KVCACHE_SPACE": "2"}
 
 
+# Requests per HF generate call, within one work unit.  Each chunk samples from a generator
+# seeded by its first request, so answers depend on the chunk boundaries: eval.split cuts
+# large units only at multiples of this, and the split run samples what the whole one does.
+HF_BATCH = 16
+
+
 def _no_progress(*_args) -> None:
     """The default progress callback: nobody is watching."""
 
@@ -229,7 +235,7 @@ class HFBackend:
     left-padded batches, and unloaded again, so memory holds one adapter at a time.
     """
 
-    def __init__(self, cfg: AnswerConfig, batch_size: int = 16):
+    def __init__(self, cfg: AnswerConfig, batch_size: int = HF_BATCH):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -7,12 +7,18 @@ its provenance (a fingerprint of the settings, base, adapter and problems, see
 the same provenance and refuses files made another way, so a killed run loses only the
 units in flight, never leaves a partial file that counts as done, and never mixes answers
 of another experiment into this one.  Units are spread over shards (``i/n``)
-deterministically, and every request's seed derives from (seed, condition, model,
-problem, sample), so sharding and resuming do not change any answer on CPU (tested with
-both backends).  On CUDA, vLLM's floating-point results can depend on how requests are
-batched unless its batch-invariant mode is on (``VLLM_BATCH_INVARIANT=1``, beta, recent
-NVIDIA GPUs; vLLM's "batch invariance" docs): without it a resharded or resumed GPU
-run may sample differently, which changes no statistic's validity, only its last digits.
+deterministically, large ones split into parts so that shards get balanced request
+counts and merged back into the one file per unit (:mod:`eval.split`), and every
+request's seed derives from (seed, condition, model, problem, sample), so sharding,
+splitting and resuming do not change any answer on CPU (tested with both backends).
+On CUDA, vLLM's floating-point results depend on how requests are batched unless its
+batch-invariant mode is on: the vLLM backend turns it on for GPUs of compute capability
+9.0 and newer (``batch_invariant``, :func:`eval.backends.batch_invariance`), where vLLM
+promises answers independent of batching, so of sharding, splitting and resuming, for a
+fixed ``tensor_parallel_size`` (another one changes the reduction order of every matmul).
+vLLM calls the mode beta and this project has not measured it on a GPU yet (its LoRA and
+MoE kernels included); ``answers.log.jsonl`` records whether it was on.  With it off (older GPUs, or ``batch_invariant = false``) a resharded or resumed GPU run may
+sample differently, which changes no statistic's validity, only its last digits.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from eval.adapters import Adapter, AdapterError, discover
 from eval.config import AnswerConfig
 from eval.grading import grade
 from eval.problems import PRESETS, SYNTHETIC, Problem, load_problems
+from eval.split import merge_parts, parts_by_unit, shard_pieces
 
 BASE_ID = "base"  # model_id of the base model without any adapter
 # The run's answering record and invocation log sit beside answers/, not in it, so that
@@ -46,8 +53,29 @@ class Unit:
     model_id: str
     adapter: Adapter | None  # None: the base model
     samples: int
+    # A part of a large unit spread over shards (eval.split): its requests start:stop in
+    # the unit's problem-major order.  Whole units have 0:None.
+    start: int = 0
+    stop: int | None = None
+
+    @property
+    def is_part(self) -> bool:
+        return self.stop is not None
+
+    @property
+    def whole(self) -> "Unit":
+        return Unit(self.condition, self.model_id, self.adapter, self.samples)
+
+    @property
+    def key(self) -> str:
+        """``condition/model`` (parts add their request range)."""
+        k = f"{self.condition}/{self.model_id}"
+        return f"{k}[{self.start}:{self.stop}]" if self.is_part else k
 
     def path(self, out: Path) -> Path:
+        if self.is_part:  # hidden: pyarrow and datasets skip dot-directories
+            return (Path(out) / "answers" / self.condition / ".parts"
+                    / f"{self.model_id}.r{self.start}-{self.stop}.parquet")
         return Path(out) / "answers" / self.condition / f"{self.model_id}.parquet"
 
 
@@ -207,9 +235,10 @@ def run_provenance(cfg: AnswerConfig, base: dict, problems: list[Problem]) -> di
 
 def unit_provenance(shared: dict, unit: Unit) -> dict:
     """:func:`run_provenance` plus the unit's ``adapter`` (weights sha256, None for the
-    base model) and ``samples`` (answers per problem)."""
-    return {**shared, "adapter": unit.adapter.sha256[:16] if unit.adapter else None,
-            "samples": unit.samples}
+    base model) and ``samples`` (answers per problem); a part adds its request range."""
+    out = {**shared, "adapter": unit.adapter.sha256[:16] if unit.adapter else None,
+           "samples": unit.samples}
+    return {**out, "part": [unit.start, unit.stop]} if unit.is_part else out
 
 
 def _is_done(path: Path, want: dict) -> bool:
@@ -228,6 +257,28 @@ def _is_done(path: Path, want: dict) -> bool:
            "it records no provenance (made by something other than ensemble answer)")
     raise ValueError(f"{path} holds answers this run did not make: {why}; use another --out, "
                      f"or delete {path.parent.parent} to answer again")
+
+
+class _Provenance(dict):
+    """Each unit's provenance (:func:`unit_provenance`, computed on first use) and the
+    merging of split units' parts (:mod:`eval.split`)."""
+
+    def __init__(self, out: Path, shared: dict, plan: list[list[Unit]]):
+        super().__init__()
+        self.out, self.shared = Path(out), shared
+        self.parts_of = parts_by_unit(plan)
+
+    def __missing__(self, unit: Unit) -> dict:
+        self[unit] = unit_provenance(self.shared, unit)
+        return self[unit]
+
+    def merge(self, whole: Unit) -> bool:
+        return merge_parts(self.out, whole, self.parts_of[whole], self.__getitem__, _is_done)
+
+    def merge_all(self) -> None:
+        for whole in self.parts_of:
+            if whole.adapter is None or whole.adapter.problem is None:
+                self.merge(whole)
 
 
 def _rows(unit: Unit, reqs: list[Request], outs: list[Completion], problems: list[Problem],
@@ -282,16 +333,19 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
     # The engine's settings from the model, adapters and prompts; too little GPU memory
     # is an error here, before any engine starts (eval.budget).
     cfg = resolve_engine(cfg, problems, on_gpu=has_cuda())
-    mine = [u for i, u in enumerate(units) if i % cfg.shard_count == cfg.shard_index]
+    # Balanced shards: large units are split into parts of consecutive requests (eval.split)
+    plan = shard_pieces(units, len(problems), cfg.shard_count)
+    mine = plan[cfg.shard_index]
     summary = AnswerSummary(skipped_adapters=skipped)
     base_fp = model_fingerprint(cfg.base)
-    shared = run_provenance(cfg, base_fp, problems)
-    provenance = {u: unit_provenance(shared, u) for u in mine}
+    provenance = _Provenance(cfg.out, run_provenance(cfg, base_fp, problems), plan)
+    provenance.merge_all()  # part sets a killed shard completed but did not merge
     pending = []
     for u in mine:
         if u.adapter is not None and u.adapter.problem is not None:
-            summary.failed[f"{u.condition}/{u.model_id}"] = u.adapter.problem  # never loaded
-        elif _is_done(u.path(cfg.out), provenance[u]):
+            summary.failed[u.key] = u.adapter.problem  # never loaded
+        elif _is_done(u.path(cfg.out), provenance[u]) or (
+                u.is_part and _is_done(u.whole.path(cfg.out), provenance[u.whole])):
             summary.skipped_done.append(u)
         else:
             pending.append(u)
@@ -337,7 +391,7 @@ def _answer_pending(pending, backend, problems, kind, cfg, summary, provenance, 
     t0 = time.perf_counter()
     for start in range(0, len(pending), per_batch):
         batch = pending[start:start + per_batch]
-        in_flight[0] = "answering " + ", ".join(f"{u.condition}/{u.model_id}" for u in batch)
+        in_flight[0] = "answering " + ", ".join(u.key for u in batch)
         dog.beat()
         try:
             _answer_batch(batch, backend, problems, prompts, kind, cfg, summary, provenance)
@@ -346,7 +400,7 @@ def _answer_pending(pending, backend, problems, kind, cfg, summary, provenance, 
                 raise
             dog.acknowledge()
             for u in batch:
-                key = f"{u.condition}/{u.model_id}"
+                key = u.key
                 if key not in summary.done:
                     summary.failed[key] = dog.message
             break  # the engine may be wedged: leave the rest pending for a rerun
@@ -393,9 +447,10 @@ def _log_invocation(cfg: AnswerConfig, backend, summary: AnswerSummary) -> None:
 
 
 def _requests(unit: Unit, problems, prompts, cfg: AnswerConfig) -> list[Request]:
-    return [Request(unit, i, s, prompts[i],
+    reqs = [Request(unit, i, s, prompts[i],
                     request_seed(cfg.seed, unit.condition, unit.model_id, p.id, s))
             for i, p in enumerate(problems) for s in range(unit.samples)]
+    return reqs[unit.start:unit.stop]
 
 
 def _answer_batch(batch: list[Unit], backend, problems, prompts, kind, cfg, summary,
@@ -407,7 +462,7 @@ def _answer_batch(batch: list[Unit], backend, problems, prompts, kind, cfg, summ
     except Exception as exc:  # noqa: BLE001 - isolate the failing adapter below
         if len(batch) == 1:
             u = batch[0]
-            summary.failed[f"{u.condition}/{u.model_id}"] = f"{type(exc).__name__}: {exc}"
+            summary.failed[u.key] = f"{type(exc).__name__}: {exc}"
             return
         for u in batch:  # one at a time, so one broken adapter does not sink the others
             _answer_batch([u], backend, problems, prompts, kind, cfg, summary, provenance)
@@ -421,4 +476,6 @@ def _answer_batch(batch: list[Unit], backend, problems, prompts, kind, cfg, summ
         write_parquet(u.path(cfg.out), df,
                       {PROVENANCE_KEY: json.dumps(provenance[u], sort_keys=True)})
         summary.tokens += int(df["completion_tokens"].sum())
-        summary.done.append(f"{u.condition}/{u.model_id}")
+        summary.done.append(u.key)
+        if u.is_part:
+            provenance.merge(u.whole)

@@ -642,3 +642,64 @@ def test_engine_placement_and_batch_invariance(tiny, tmp_path, monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0, c=capability: c)
         assert backends.batch_invariance(cfg) is on
         assert backends.batch_invariance(dataclasses_replace(cfg, batch_invariant=False)) is False
+
+
+# --- balanced shards: large units split into parts (eval.split; issue 17, point 10) ----
+
+def test_large_units_are_split_so_shards_get_balanced_work():
+    from eval.split import requests_of, shard_pieces
+    from eval.stage import Unit
+
+    # the reference experiment: 200 variants answer 30 problems once, 4 control models
+    # 200 times each; dealt whole, one shard got 6,750 requests and the others 750
+    units = [Unit("collaboration", f"v{i:03d}", None, 1) for i in range(200)]
+    units += [Unit("repetition", f"v{i:03d}", None, 200) for i in (0, 66, 133, 199)]
+    plan = shard_pieces(units, 30, 8)
+    loads = [sum((p.stop - p.start) if p.is_part else requests_of(p, 30) for p in shard)
+             for shard in plan]
+    assert sum(loads) == 30_000 and max(loads) - min(loads) <= 16
+    parts = [p for shard in plan for p in shard if p.is_part]
+    assert {p.model_id for p in parts} == {"v000", "v066", "v133", "v199"}
+    assert all(p.start % 16 == 0 for p in parts)  # at HF chunk boundaries
+    for m in ("v000", "v066"):  # a unit's parts tile its requests exactly
+        ranges = sorted((p.start, p.stop) for p in parts if p.model_id == m)
+        assert ranges[0][0] == 0 and ranges[-1][1] == 6000
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert shard_pieces(units, 30, 1) == [units]  # one shard: nothing is split
+
+
+def test_split_units_answer_exactly_what_the_whole_run_answers(tiny, tmp_path, monkeypatch):
+    """Three shards into one run directory: the repetition unit (20 samples x 6 problems)
+    is split over them, its parts merged into its one file, every answer as unsplit."""
+    from eval import split
+
+    kw = dict(temperature=0.8, repetition_samples=20, max_tokens=8)
+    run_answer(_cfg(tiny, tmp_path / "whole", **kw), progress=False)
+    out = tmp_path / "sharded"
+    done = []
+    for i in range(3):
+        s = run_answer(_cfg(tiny, out, shard=f"{i}/3", **kw), progress=False)
+        done += s.done
+        if i < 2:  # parts wait in a hidden directory that readers of answers/ skip
+            assert not (out / "answers/repetition/v000.parquet").exists()
+            assert sorted((out / "answers/repetition/.parts").glob("v000.r*.parquet"))
+            import pyarrow.dataset as ds
+
+            assert not [f for f in ds.dataset(out / "answers").files if ".parts" in f]
+    assert sorted(d for d in done if d.startswith("repetition")) == [
+        "repetition/v000[0:32]", "repetition/v000[32:80]", "repetition/v000[80:120]"]
+    assert not list((out / "answers/repetition/.parts").glob("*.parquet"))
+    pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(out))
+    # a shard killed between its last part and the merge: the next run merges
+    monkeypatch.setattr(split, "merge_parts", lambda *a, **k: False)
+    import eval.stage as stage
+
+    monkeypatch.setattr(stage, "merge_parts", lambda *a, **k: False)
+    again = tmp_path / "again"
+    for i in range(3):
+        run_answer(_cfg(tiny, again, shard=f"{i}/3", **kw), progress=False)
+    assert not (again / "answers/repetition/v000.parquet").exists()
+    monkeypatch.undo()
+    s = run_answer(_cfg(tiny, again, shard="1/3", **kw), progress=False)
+    assert not s.done  # nothing left to answer, only the merge to do
+    pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(again))
