@@ -236,3 +236,12 @@ def build_tiny_moe(out_dir, seed: int = 0, **sizes):
     return build_tiny_model(out_dir, **{"arch": "qwen3_moe", "hidden": 64, "heads": 2,
                                         "kv_heads": 1, "head_dim": 32, "intermediate": 32,
                                         "seed": seed, **sizes})
+
+
+def build_smoke_moe(out_dir):
+    """The base of ``configs/gpu-smoke.toml`` (``base = "tiny-moe"``): a tiny random
+    Qwen3-MoE with head size 64, which every attention backend runs (CUDA flash
+    attention builds and vLLM's CPU attention), fused experts that vLLM's MoE kernels
+    take, and a context of 1024 tokens."""
+    return build_tiny_moe(out_dir, hidden=128, heads=2, kv_heads=1, head_dim=64,
+                          intermediate=64, max_position=1024)
