@@ -64,3 +64,29 @@ def test_docstring_examples_are_collected():
                     "fits/scaling.py::fits.scaling.fit_grid",
                     "ensemble/voting_scale.py::ensemble.voting_scale.windowed_accuracy"):
         assert doctest in proc.stdout, doctest
+
+
+def _lock(name: str) -> dict[str, str]:
+    lines = (ROOT / "requirements" / name).read_text().splitlines()
+    return dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+
+
+def test_gpu_lock_holds_the_vllm_trl_supports_and_the_extra_it_pins():
+    """The `gpu` extra and requirements/gpu-lock.txt: vLLM in TRL's own supported range
+    (TRL 1.16 warns outside it), and the versions the extra pins."""
+    import importlib.metadata as md
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    gpu, cpu = _lock("gpu-lock.txt"), _lock("cpu-lock.txt")
+    trl_vllm = next(Requirement(r) for r in md.requires("trl")
+                    if r.startswith("vllm") and 'extra == "vllm"' in r)
+    assert gpu["trl"] == cpu["trl"] == md.version("trl")  # the TRL the tests run
+    assert trl_vllm.specifier.contains(gpu["vllm"]), (gpu["vllm"], str(trl_vllm.specifier))
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["gpu"]
+    pins = {Requirement(r).name: Requirement(r) for r in extra if "==" in r}
+    assert set(pins) == {"vllm", "trl", "peft"}
+    assert all(r.specifier.contains(gpu[name]) for name, r in pins.items())
+    assert gpu["torch"] == cpu["torch"] and gpu["peft"] == cpu["peft"]
