@@ -189,7 +189,8 @@ def _merge(config_file: Path | None, section: str, flags: dict) -> dict:
 @click.option("--benchmark", help="Problem file, preset (aime24, aime25, math500), "
               "synthetic[:N][:dD][:sS], or dataset id.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory.")
-@click.option("--backend", type=click.Choice(["vllm", "hf"]))
+@click.option("--backend", type=click.Choice(["vllm", "hf", "auto"]),
+              help="auto: vllm on CUDA GPUs, hf without.")
 @click.option("--condition", type=click.Choice(["collaboration", "repetition", "both"]))
 @click.option("--temperature", type=float)
 @click.option("--top-p", type=float)
@@ -213,6 +214,8 @@ def _merge(config_file: Path | None, section: str, flags: dict) -> dict:
 @click.option("--shard", help="i/n: answer this share of the work units.")
 @click.option("--launcher", type=click.Choice(["local", "ray"]))
 @click.option("--workers", type=int, help="Shards (engines) for the ray launcher.")
+@click.option("--tensor-parallel-size", type=int, help="GPUs per vLLM engine [default: from "
+              "the model's size].")
 @click.option("--keep-text", is_flag=True, default=None, help="Store completions.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="Weights dtype [default: auto, the checkpoint's own].")
@@ -326,7 +329,12 @@ def run(config, out, fresh):
 @click.option("--split", help="Dataset split of a hub pool [default: train].")
 @click.option("--limit", type=int, help="Use only the first N pool rows.")
 @click.option("--launcher", type=click.Choice(["local", "ray"]))
-@click.option("--workers", type=int, help="Local worker processes (one per GPU).")
+@click.option("--workers", type=int, help="Local worker processes, each with "
+              "--gpus-per-variant GPUs; Ray actors (1: as many as the cluster holds).")
+@click.option("--gpus-per-variant", type=int, help="GPUs one variant trains on [default: "
+              "from the model's size].")
+@click.option("--micro-batch", type=int, help="Sequences per forward/backward pass "
+              "[default: from the model's size; on CPU the whole generation batch].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--plan-only", is_flag=True, help="Print the plan as JSON lines; train nothing.")
 def train(config, variants, plan_only, **flags):

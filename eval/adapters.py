@@ -72,19 +72,20 @@ def safetensors_header(path: Path) -> dict:
     return {k: v for k, v in header.items() if k != "__metadata__"}
 
 
-def base_weight_names(base: str) -> set[str] | None:
-    """Names of a local base checkpoint's weights (headers only); None if not local."""
+def base_weight_names(base: str) -> dict[str, list[int]] | None:
+    """Shapes of a local base checkpoint's weights by name (headers only); None if not
+    local."""
     p = Path(base)
     files = sorted(p.glob("*.safetensors")) if p.is_dir() else []
     if not files:
         return None
-    names: set[str] = set()
+    shapes: dict[str, list[int]] = {}
     for f in files:
         try:
-            names |= set(safetensors_header(f))
+            shapes.update({k: list(v["shape"]) for k, v in safetensors_header(f).items()})
         except (ValueError, OSError):
             return None  # the base's own problems are reported when it is loaded
-    return names
+    return shapes
 
 
 def effective_rank(cfg: dict) -> int:
@@ -111,13 +112,16 @@ def layout_problem(cfg: dict, backend: str) -> str | None:
     return None
 
 
-def weights_problem(weights: Path, cfg: dict, base_names: set[str] | None) -> str | None:
+def weights_problem(weights: Path, cfg: dict, base_names: dict | None) -> str | None:
     """Why an adapter's weights cannot be served, or None: checked before any engine.
 
     A truncated or corrupt file once hung the vLLM engine for over ten minutes; here it
     is found from the file's header and size in milliseconds.  Also checked: LoRA A/B
     pairs of consistent rank, no rank above the config's effective rank, and every
-    targeted module present in the base (when the base is a local checkpoint).
+    targeted module present in the base (when the base is a local checkpoint).  LoRA on
+    3-D parameters (PEFT's ``target_parameters``: fused MoE experts, nested as
+    ``experts.base_layer...``) stacks the experts along the rank axis, E x r, and its
+    module holds the targeted parameters rather than a ``weight``.
     """
     if weights.suffix != ".safetensors":
         return None if weights.stat().st_size > 0 else "adapter_model.bin is empty"
@@ -129,17 +133,34 @@ def weights_problem(weights: Path, cfg: dict, base_names: set[str] | None) -> st
     if not lora:
         return f"{weights.name} holds no LoRA A/B weights"
     top = effective_rank(cfg)
+    params = [str(t).rsplit(".", 1)[-1] for t in cfg.get("target_parameters") or []]
     for name, t in lora.items():
         shape = t["shape"]
-        r = shape[0] if ".lora_A." in name else shape[-1]
-        if len(shape) < 2 or r > top:
-            return (f"{name} has shape {shape}: rank {r} above the adapter config's rank "
-                    f"{top}")
         module = name.removeprefix("base_model.model.").split(".lora_", 1)[0]
-        if base_names is not None and f"{module}.weight" not in base_names:
+        while module.endswith(".base_layer"):
+            module = module.removesuffix(".base_layer")
+        experts = _experts(base_names, module) if params and base_names is not None else 0
+        stacked = experts > 0
+        experts = max(experts, 1)
+        r = shape[0] if ".lora_A." in name else shape[-1]
+        if len(shape) < 2 or r % experts or r // experts > top:
+            return (f"{name} has shape {shape}: rank {r // experts if experts > 1 else r} "
+                    f"above the adapter config's rank {top}")
+        if base_names is not None and f"{module}.weight" not in base_names and not stacked:
             return (f"it targets {module}, which the base does not have; serve it with "
                     "the base it was trained on")
     return None
+
+
+def _experts(base_names: dict, module: str) -> int:
+    """Experts under ``module`` in the base checkpoint: fused (``module.gate_up_proj`` of
+    shape E x ...) or, as Qwen3-MoE checkpoints store them, one ``module.<i>.*`` each."""
+    for name, shape in base_names.items():
+        if name.startswith(module + ".") and len(shape) == 3 and "." not in name[len(module) + 1:]:
+            return int(shape[0])
+    prefix = module + "."
+    return len({n[len(prefix):].split(".", 1)[0] for n in base_names
+                if n.startswith(prefix) and n[len(prefix):].split(".", 1)[0].isdigit()})
 
 
 def _weights_file(path: Path) -> Path | None:

@@ -703,3 +703,26 @@ def test_split_units_answer_exactly_what_the_whole_run_answers(tiny, tmp_path, m
     s = run_answer(_cfg(tiny, again, shard="1/3", **kw), progress=False)
     assert not s.done  # nothing left to answer, only the merge to do
     pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(again))
+
+
+def test_real_moe_expert_adapters_are_refused_for_vllm_and_served_by_hf(tiny_moe, tiny, tmp_path):
+    """PEFT 0.21 on a (tiny) Qwen3-MoE turns gate/up/down_proj targets into LoRA on the
+    fused 3-D experts, gate_up_proj at rank 2r: the pre-check reads that layout and the
+    effective rank, refuses it for vLLM up front, and the HF backend answers with it."""
+    from eval.adapters import AdapterError
+
+    adapters = tmp_path / "experts"
+    make_lora_adapters(tiny_moe["base"], adapters, 2)  # all seven projections
+    conf = json.loads((adapters / "v000" / "adapter_config.json").read_text())
+    assert sorted(conf["target_parameters"]) == ["down_proj", "gate_up_proj"]
+    with pytest.raises(AdapterError, match=r"v000: the adapter trains 3-D parameters"):
+        discover(adapters, tiny_moe["base"], 16)
+    found, _ = discover(adapters, tiny_moe["base"], 16, backend="hf")
+    assert [a.rank for a in found] == [16, 16] and all(a.problem is None for a in found)
+    with pytest.raises(AdapterError, match="LoRA rank 16 exceeds max_lora_rank=8"):
+        discover(adapters, tiny_moe["base"], 8, backend="hf")  # r=8 alone would pass
+    s = run_answer(_cfg(tiny, tmp_path / "r", base=tiny_moe["base"], adapters=adapters,
+                        max_lora_rank=16, max_tokens=6), progress=False)
+    assert sorted(s.done) == ["collaboration/v000", "collaboration/v001", "repetition/v000"]
+    attention, _ = discover(tiny_moe["adapters"], tiny_moe["base"], 8)  # vLLM's layout
+    assert [a.rank for a in attention] == [8, 8]
