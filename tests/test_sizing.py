@@ -106,3 +106,33 @@ def test_answering_budget_counts_the_expert_lora_slots():
         answer_budget(REF, dtype="bfloat16", max_loras=8, max_lora_rank=32, targets=None,
                       max_model_len=16896, gpu_bytes=80 * GB, utilization=0.9,
                       tensor_parallel_size=1)
+
+
+def test_the_reference_config_cost_comment_quotes_the_computed_budget():
+    """configs/paper-aime24.toml's cost comment: the GPU numbers it quotes are these."""
+    from pathlib import Path
+
+    from ensemble.experiment import ExperimentConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "paper-aime24.toml"
+    cfg = ExperimentConfig.from_toml(path)
+    train, answer = cfg.train_config("Qwen/Qwen3-30B-A3B"), cfg.answer_config("x")
+    b = train_budget(REF, dtype="bfloat16", group=train.generation_batch,
+                     seq_tokens=train.max_completion_length + 512, targets=train.target_modules,
+                     rank=train.lora_rank, vllm=True, gpu_bytes=80 * GB)
+    tight = train_budget(REF, dtype="bfloat16", group=train.generation_batch,
+                         seq_tokens=train.max_completion_length + 512,
+                         targets=train.target_modules, rank=train.lora_rank, vllm=True,
+                         gpu_bytes=80 * GB, gpus_per_variant=2, micro_batch=1)
+    a = answer_budget(REF, dtype="bfloat16", max_loras=answer.max_loras,
+                      max_lora_rank=answer.max_lora_rank, targets=train.target_modules,
+                      max_model_len=answer.max_tokens + 512, gpu_bytes=80 * GB,
+                      utilization=answer.gpu_memory_utilization)
+    text = path.read_text()
+    assert (b.gpus_per_variant, b.micro_batch, a.tensor_parallel_size) == (4, 2, 2)
+    assert "gpus_per_variant = 4, micro_batch = 2" in text
+    assert f"activations of a\n#    {b.micro_batch}-sequence" in text
+    assert f"({round(tight.estimate['train_need_gib'])} of 72 GiB" in text
+    assert f"tensor_parallel_size = {a.tensor_parallel_size} (" in text
+    assert f"KV for ~{a.kv_sequences} full-length sequences" in text
+    assert "ESTIMATE until measured" in text
