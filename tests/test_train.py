@@ -566,3 +566,50 @@ def test_gpu_budget_is_resolved_from_the_model_and_written(tmp_path):
                                  "gpu_memory_gb": 0.0001})
     with pytest.raises(ValueError, match="TRL's colocated vLLM engine needs"):
         resolve_budget(big, make_plan(big), on_gpu=True, vllm=True)
+
+
+def test_ray_actors_are_fed_variants_and_a_dead_one_is_replaced(monkeypatch, tmp_path):
+    """A stand-in Ray: two actors of 2 GPUs each on a 4-GPU cluster take the variants in
+    turn; the actor training v001 dies, v001 fails alone and a new actor takes over."""
+    import types
+
+    from train_variants import launch
+    from train_variants.trainer import VariantResult
+
+    made, asked = [], []
+
+    class Ref:
+        def __init__(self, actor, i):
+            self.actor, self.i = actor, i
+
+    class Actor:
+        def __init__(self, cfg_dict):
+            self.trained = []
+            made.append(self)
+            self.train = types.SimpleNamespace(remote=lambda i: Ref(self, i))
+
+    def remote(**opts):
+        asked.append(opts)
+        return lambda cls: types.SimpleNamespace(remote=lambda *a: Actor(*a))
+
+    def get(ref):
+        if ref.i == 1:
+            raise RuntimeError("ActorDiedError: the actor died\nnode lost")
+        ref.actor.trained.append(ref.i)
+        return VariantResult(f"v{ref.i:03d}", "done")
+
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: True, cluster_resources=lambda: {"GPU": 4.0, "CPU": 8.0},
+        remote=remote, get=get, kill=lambda a: None,
+        wait=lambda refs, num_returns=1: (refs[:1], refs[1:]))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    cfg = TrainConfig.from_dict({"base": "b", "pool": "p", "out": str(tmp_path), "variants": 5,
+                                 "launcher": "ray", "gpus_per_variant": 2})
+    results = []
+    launch.run_ray(cfg, [0, 1, 2, 3, 4], results.append)
+    assert asked == [{"num_gpus": 2, "num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}]
+    assert sorted(r.id for r in results if r.status == "done") == ["v000", "v002", "v003", "v004"]
+    assert [r.error for r in results if r.status == "failed"] == [
+        "ray worker failed: RuntimeError: node lost"]
+    assert len(made) == 3  # two actors for 4 GPUs / 2, one replacing the dead one
+    assert sum(len(a.trained) for a in made) == 4 and max(len(a.trained) for a in made) >= 2
