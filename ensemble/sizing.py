@@ -340,9 +340,10 @@ def train_budget(size: ModelSize, *, dtype: str, group: int, seq_tokens: int, ta
 
 
 def _cap(weights: int, gpus: int) -> int:
-    """Weights per training GPU for the device map: an even split plus one GiB of slack,
-    so that every GPU keeps the room its share of the activations needs."""
-    return int(weights / gpus + GB)
+    """Weights per training GPU for the device map: an even split plus 10% and 2 GiB of
+    slack (accelerate places whole layers and keeps room for the largest), so that every
+    GPU still has the room its share of the activations needs."""
+    return int(weights / gpus * 1.1 + 2 * GB)
 
 
 def _terms(est: dict) -> str:

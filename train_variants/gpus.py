@@ -79,9 +79,11 @@ def budget_for(cfg: TrainConfig, vllm: bool) -> TrainBudget:
     from train_variants.trainer import resolve_dtype
 
     dtype = resolve_dtype(cfg, "cuda")
+    # Unresolved (a variant trained without run_train): a generous prompt allowance.
+    seq = cfg.vllm_max_model_len or cfg.max_completion_length + 1024
     return train_budget(
         _size(cfg.base), dtype=dtype, group=cfg.generation_batch,
-        seq_tokens=cfg.vllm_max_model_len, targets=cfg.target_modules,
+        seq_tokens=seq, targets=cfg.target_modules,
         rank=max((cfg.lora_rank, *cfg.rank_choices) if "rank" in cfg.vary else (cfg.lora_rank,)),
         vllm=vllm, gpu_bytes=(cfg.gpu_memory_gb or DEFAULT_GPU_GB) * GB,
         gpus_per_variant=cfg.gpus_per_variant, micro_batch=cfg.micro_batch,

@@ -167,14 +167,21 @@ def load_base(base: str, device: str, dtype: str, budget=None):
         tok.pad_token = tok.eos_token
     if device == "cuda" and not placement:
         placement = {"device_map": {"": 0}}
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype), **placement)
+    allowed = set(budget.train_gpus) if budget else {0}
+    too_big = (f"{base} does not fit its training GPUs {sorted(allowed)} (at most "
+               f"{(budget.weight_cap if budget else 0) / 1024 ** 3:.1f} GiB of weights each)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype),
+                                                     **placement)
+    except ValueError as exc:
+        if "offload" in str(exc):  # accelerate sent the overflow to disk
+            raise ValueError(f"{too_big}; raise gpus_per_variant") from exc
+        raise
     if placement:
         where = set((getattr(model, "hf_device_map", None) or {"": 0}).values())
-        allowed = set(budget.train_gpus) if budget else {0}
         if not where <= allowed:
-            raise ValueError(f"{base} does not fit its training GPUs {sorted(allowed)}: the "
-                             f"device map put parts on {sorted(map(str, where - allowed))}; "
-                             "raise gpus_per_variant or gpu_memory_gb is set too high")
+            raise ValueError(f"{too_big}: the device map put parts on "
+                             f"{sorted(map(str, where - allowed))}; raise gpus_per_variant")
     # What PEFT writes as base_model_name_or_path: an absolute path for local checkpoints,
     # so the answering stage finds the base from any working directory.
     model.name_or_path = str(Path(base).resolve()) if Path(base).is_dir() else base
