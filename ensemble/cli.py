@@ -147,7 +147,8 @@ def report(run_or_votes_dir, out, force):
     "base", "adapters", "benchmark", "out", "backend", "condition", "temperature", "top_p",
     "max_tokens", "samples", "repetition_model", "repetition_models", "repetition_samples",
     "seed", "limit", "max_loras", "stall_timeout", "max_lora_rank", "problem_field",
-    "answer_field", "id_field", "shard", "launcher", "workers", "keep_text", "dtype"))
+    "answer_field", "id_field", "shard", "launcher", "workers", "tensor_parallel_size",
+    "keep_text", "dtype"))
 def answer(config_or_run, **flags):
     """Collect every variant's answers (and the repetition control) on a benchmark.
 
@@ -245,7 +246,8 @@ def run(config, out, fresh):
 @click.option("--variants", help="Population size N, or a:b to train variants a..b-1.")
 @config_options(TrainConfig, (
     "out", "steps", "lora_rank", "mask_fraction", "seed", "problem_field", "answer_field",
-    "id_field", "split", "limit", "launcher", "workers", "device"))
+    "id_field", "split", "limit", "launcher", "workers", "gpus_per_variant", "micro_batch",
+    "device"))
 @click.option("--plan-only", is_flag=True, help="Print the plan as JSON lines; train nothing.")
 def train(config, variants, plan_only, **flags):
     """Train a population of LoRA variants of one base with one GRPO recipe.

@@ -82,7 +82,8 @@ def _generator(*key):
 def build_tiny_model(out_dir, *, hidden: int = 64, layers: int = 2, heads: int = 4,
                      kv_heads: int = 2, head_dim: int = 32, intermediate: int = 128,
                      max_position: int = 512, seed: int = 0, init_std: float = 0.1,
-                     arch: str = "llama", corpus: list[str] | None = None):
+                     arch: str = "llama", corpus: list[str] | None = None,
+                     experts: int = 4, experts_per_token: int = 2):
     """Build and save a random-init causal LM (float32 safetensors) with its tokenizer.
 
     Parameters
@@ -100,9 +101,13 @@ def build_tiny_model(out_dir, *, hidden: int = 64, layers: int = 2, heads: int =
     init_std : float
         Std of the normal init.  Larger than the usual 0.02 so that logits are spread
         out and greedy decoding has few near-ties (which make backends disagree).
-    arch : {"llama", "qwen2"}
-        Both serve with LoRA on vLLM CPU.  ``qwen2`` (biased q/k/v) has no head_dim
-        setting, so it needs hidden / heads == head_dim (e.g. ``heads=2, kv_heads=1``).
+    arch : {"llama", "qwen2", "qwen3_moe"}
+        ``llama`` and ``qwen2`` serve with LoRA on vLLM CPU.  ``qwen2`` (biased q/k/v)
+        has no head_dim setting, so it needs hidden / heads == head_dim (e.g.
+        ``heads=2, kv_heads=1``).  ``qwen3_moe`` is the layout of the reference
+        experiment's Qwen3-30B-A3B (every MLP a routed mixture of ``experts`` experts of
+        size ``intermediate``, ``experts_per_token`` active; transformers 5 stores them as
+        fused 3-D ``gate_up_proj`` / ``down_proj`` parameters).
     corpus : list of str, optional
         Passed to :func:`build_tokenizer`.
 
@@ -116,8 +121,8 @@ def build_tiny_model(out_dir, *, hidden: int = 64, layers: int = 2, heads: int =
 
     if head_dim not in CPU_HEAD_DIMS:
         raise ValueError(f"head_dim={head_dim}: vLLM on CPU supports only {CPU_HEAD_DIMS}")
-    if arch == "qwen2" and hidden != heads * head_dim:
-        raise ValueError(f"qwen2 derives head_dim = hidden / heads = {hidden / heads:g}, "
+    if arch in ("qwen2", "qwen3_moe") and hidden != heads * head_dim:
+        raise ValueError(f"{arch} derives head_dim = hidden / heads = {hidden / heads:g}, "
                          f"not {head_dim}; choose heads = {hidden // head_dim}")
     out_dir = Path(out_dir)
     tok = build_tokenizer(out_dir, corpus)
@@ -132,8 +137,14 @@ def build_tiny_model(out_dir, *, hidden: int = 64, layers: int = 2, heads: int =
     elif arch == "qwen2":
         from transformers import Qwen2Config, Qwen2ForCausalLM
         config, cls = Qwen2Config(**sizes), Qwen2ForCausalLM
+    elif arch == "qwen3_moe":
+        from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+        config = Qwen3MoeConfig(**{**sizes, "intermediate_size": intermediate},
+                                moe_intermediate_size=intermediate, num_experts=experts,
+                                num_experts_per_tok=experts_per_token, norm_topk_prob=True)
+        cls = Qwen3MoeForCausalLM
     else:
-        raise ValueError(f"arch={arch!r} is not one of llama, qwen2")
+        raise ValueError(f"arch={arch!r} is not one of llama, qwen2, qwen3_moe")
     model = cls(config)
     # Our own init, not transformers': deterministic per parameter whatever the
     # library's init order, and the same in every transformers version.
@@ -209,3 +220,21 @@ def make_lora_adapters(base_dir, out_root, n: int, *, rank: int = 8,
         model.save_pretrained(str(path))
         paths.append(path)
     return paths
+
+
+def build_tiny_moe(out_dir, seed: int = 0, **sizes):
+    """A tiny random Qwen3-MoE (the reference experiment's architecture): 2 layers of 4
+    experts, 2 active, with the head size vLLM's CPU attention runs.  See
+    :func:`build_tiny_model`."""
+    return build_tiny_model(out_dir, **{"arch": "qwen3_moe", "hidden": 64, "heads": 2,
+                                        "kv_heads": 1, "head_dim": 32, "intermediate": 32,
+                                        "seed": seed, **sizes})
+
+
+def build_smoke_moe(out_dir):
+    """The base of ``configs/gpu-smoke.toml`` (``base = "tiny-moe"``): a tiny random
+    Qwen3-MoE with head size 64, which every attention backend runs (CUDA flash
+    attention builds and vLLM's CPU attention), fused experts that vLLM's MoE kernels
+    take, and a context of 1024 tokens."""
+    return build_tiny_moe(out_dir, hidden=128, heads=2, kv_heads=1, head_dim=64,
+                          intermediate=64, max_position=1024)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ensemble.core.answers import natural_key
-from ensemble.core.files import file_sha256
+from ensemble.core.files import file_sha256, safetensors_header
 from ensemble.core.rundir import VARIANT_MARKER
 
 
@@ -26,66 +26,20 @@ class Adapter:
 
 
 # Bytes per element of the safetensors dtypes a LoRA adapter can hold.
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
-                "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-
-
-def safetensors_header(path: Path) -> dict:
-    """The tensor table of a safetensors file, checked against the file's size.
-
-    Raises ValueError naming what is wrong: a file too short for its header, a header
-    that is not JSON, or a tensor whose bytes lie outside the file or do not match its
-    dtype and shape (a truncated or partly written file).  Reads the header only.
-    """
-    import struct
-
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ValueError(f"{size} bytes, too short for a safetensors header")
-        n = struct.unpack("<Q", head)[0]
-        if n > min(size - 8, 100 << 20):
-            raise ValueError(f"header length {n} does not fit the {size}-byte file "
-                             "(truncated, or not a safetensors file)")
-        try:
-            header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"the header is not JSON ({exc})") from None
-    data = size - 8 - n
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = (int(x) for x in t["data_offsets"])
-            count = 1
-            for d in t["shape"]:
-                count *= int(d)
-            width = _DTYPE_BYTES[t["dtype"]]
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"tensor {name}: malformed entry {t!r}") from None
-        if end > data:
-            raise ValueError(f"tensor {name} ends at byte {end} of {data} data bytes "
-                             "(the file is truncated)")
-        if end - begin != count * width:
-            raise ValueError(f"tensor {name}: {end - begin} bytes for shape {t['shape']} "
-                             f"of {t['dtype']}")
-    return {k: v for k, v in header.items() if k != "__metadata__"}
-
-
-def base_weight_names(base: str) -> set[str] | None:
-    """Names of a local base checkpoint's weights (headers only); None if not local."""
+def base_weight_names(base: str) -> dict[str, list[int]] | None:
+    """Shapes of a local base checkpoint's weights by name (headers only); None if not
+    local."""
     p = Path(base)
     files = sorted(p.glob("*.safetensors")) if p.is_dir() else []
     if not files:
         return None
-    names: set[str] = set()
+    shapes: dict[str, list[int]] = {}
     for f in files:
         try:
-            names |= set(safetensors_header(f))
+            shapes.update({k: list(v["shape"]) for k, v in safetensors_header(f).items()})
         except (ValueError, OSError):
             return None  # the base's own problems are reported when it is loaded
-    return names
+    return shapes
 
 
 def effective_rank(cfg: dict) -> int:
@@ -112,13 +66,16 @@ def layout_problem(cfg: dict, backend: str) -> str | None:
     return None
 
 
-def weights_problem(weights: Path, cfg: dict, base_names: set[str] | None) -> str | None:
+def weights_problem(weights: Path, cfg: dict, base_names: dict | None) -> str | None:
     """Why an adapter's weights cannot be served, or None: checked before any engine.
 
     A truncated or corrupt file once hung the vLLM engine for over ten minutes; here it
     is found from the file's header and size in milliseconds.  Also checked: LoRA A/B
     pairs of consistent rank, no rank above the config's effective rank, and every
-    targeted module present in the base (when the base is a local checkpoint).
+    targeted module present in the base (when the base is a local checkpoint).  LoRA on
+    3-D parameters (PEFT's ``target_parameters``: fused MoE experts, nested as
+    ``experts.base_layer...``) stacks the experts along the rank axis, E x r, and its
+    module holds the targeted parameters rather than a ``weight``.
     """
     if weights.suffix != ".safetensors":
         return None if weights.stat().st_size > 0 else "adapter_model.bin is empty"
@@ -130,17 +87,34 @@ def weights_problem(weights: Path, cfg: dict, base_names: set[str] | None) -> st
     if not lora:
         return f"{weights.name} holds no LoRA A/B weights"
     top = effective_rank(cfg)
+    params = [str(t).rsplit(".", 1)[-1] for t in cfg.get("target_parameters") or []]
     for name, t in lora.items():
         shape = t["shape"]
-        r = shape[0] if ".lora_A." in name else shape[-1]
-        if len(shape) < 2 or r > top:
-            return (f"{name} has shape {shape}: rank {r} above the adapter config's rank "
-                    f"{top}")
         module = name.removeprefix("base_model.model.").split(".lora_", 1)[0]
-        if base_names is not None and f"{module}.weight" not in base_names:
+        while module.endswith(".base_layer"):
+            module = module.removesuffix(".base_layer")
+        experts = _experts(base_names, module) if params and base_names is not None else 0
+        stacked = experts > 0
+        experts = max(experts, 1)
+        r = shape[0] if ".lora_A." in name else shape[-1]
+        if len(shape) < 2 or r % experts or r // experts > top:
+            return (f"{name} has shape {shape}: rank {r // experts if experts > 1 else r} "
+                    f"above the adapter config's rank {top}")
+        if base_names is not None and f"{module}.weight" not in base_names and not stacked:
             return (f"it targets {module}, which the base does not have; serve it with "
                     "the base it was trained on")
     return None
+
+
+def _experts(base_names: dict, module: str) -> int:
+    """Experts under ``module`` in the base checkpoint: fused (``module.gate_up_proj`` of
+    shape E x ...) or, as Qwen3-MoE checkpoints store them, one ``module.<i>.*`` each."""
+    for name, shape in base_names.items():
+        if name.startswith(module + ".") and len(shape) == 3 and "." not in name[len(module) + 1:]:
+            return int(shape[0])
+    prefix = module + "."
+    return len({n[len(prefix):].split(".", 1)[0] for n in base_names
+                if n.startswith(prefix) and n[len(prefix):].split(".", 1)[0].isdigit()})
 
 
 def _weights_file(path: Path) -> Path | None:

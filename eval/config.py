@@ -13,7 +13,7 @@ from ensemble.core.models import LORA_RANKS
 from ensemble.core.prompts import DEFAULT_TEMPLATE, check_template
 from ensemble.core.rundir import RunDir
 
-BACKENDS = ("vllm", "hf")
+BACKENDS = ("vllm", "hf", "auto")  # auto: vllm on CUDA GPUs, hf (transformers) without
 CONDITIONS = (*ANSWER_CONDITIONS, "both")  # the answer table's conditions, or both
 LAUNCHERS = ("local", "ray")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -42,7 +42,7 @@ class AnswerConfig(StrictConfig):
     kind: str = setting("auto", "Grading: aime (integers 0-999), math (LaTeX); auto: aime "
                         "if every gold is one.", choices=("auto", "aime", "math"))
     backend: str = setting("vllm", "vllm: multi-LoRA serving; hf: transformers + PEFT, the "
-                           "reference.", choices=BACKENDS)
+                           "reference; auto: vllm on CUDA GPUs, hf without.", choices=BACKENDS)
     condition: str = setting("both", "Which condition(s) to answer.", choices=CONDITIONS)
     temperature: float = setting(0.6, "Sampling temperature, shared by both conditions "
                                  "(0.6: the usual reasoning-model setting).")
@@ -72,7 +72,25 @@ class AnswerConfig(StrictConfig):
     keep_text: bool = setting(False, "Store completions (large) in the answers table.")
     dtype: str = setting("auto", "Weights dtype [default: auto, the checkpoint's own, the "
                          "same in both backends].", choices=DTYPES)
-    max_model_len: int | None = setting(None, "Context length of the vLLM engine.")
+    # --- the vLLM engine: None is computed from the base's config.json, the adapters and
+    # the prompts (eval.budget) and recorded in answers.json -------------------------------
+    max_model_len: int | None = setting(None, "Context length of the vLLM engine [default: "
+                                        "the longest prompt + max_tokens].", run_only=True)
+    tensor_parallel_size: int | None = setting(None, "GPUs per vLLM engine [default: from the "
+                                               "model's size].", run_only=True)
+    gpu_memory_utilization: float = setting(0.9, "vLLM's share of each GPU.", run_only=True)
+    gpu_memory_gb: float | None = setting(None, "One GPU's memory [default: the visible GPU's, "
+                                          "else 80].", run_only=True)
+    # None: the adapters' own targets, so attention-only adapters on a MoE base get no
+    # expert slots.
+    lora_target_modules: list[str] | None = setting(None, "LoRA slots only on these modules "
+                                                    "(vLLM's lora_target_modules).",
+                                                    run_only=True)
+    # Answers independent of how requests are batched, so sharded, resumed and whole runs
+    # agree on CUDA too; None: on for CUDA GPUs of compute capability 9.0+ (what vLLM
+    # documents), off elsewhere.
+    batch_invariant: bool | None = setting(None, "vLLM's batch-invariant kernels "
+                                           "(VLLM_BATCH_INVARIANT).")
     shard: str = setting("0/1", "i/n: answer this share of the work units.", run_only=True)
     launcher: str = setting("local", "local: this process; ray: one engine per GPU (or CPU "
                             "task) over the shards.", choices=LAUNCHERS, run_only=True)
@@ -107,6 +125,17 @@ class AnswerConfig(StrictConfig):
                      "repetition_models"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("max_model_len", "tensor_parallel_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1; leave it out "
+                                 "to compute it from the model's size")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization={self.gpu_memory_utilization} must lie in "
+                             "(0, 1]")
+        if self.gpu_memory_gb is not None and self.gpu_memory_gb <= 0:
+            raise ValueError(f"gpu_memory_gb={self.gpu_memory_gb} must be positive")
+        if isinstance(self.lora_target_modules, str):
+            self.lora_target_modules = [self.lora_target_modules]
         if self.max_lora_rank not in LORA_RANKS:
             raise ValueError(f"max_lora_rank={self.max_lora_rank} is not a rank vLLM supports; "
                              f"use one of {', '.join(map(str, LORA_RANKS))} (at least the "
@@ -121,10 +150,9 @@ class AnswerConfig(StrictConfig):
         self.shard_index, self.shard_count = parse_shard(self.shard)
         check_template(self.prompt_template)
         check_seed(self.seed)
-        for name in ("adapters_per_batch", "max_model_len"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be at least 1 (or left out "
-                                 "for the default)")
+        if self.adapters_per_batch is not None and self.adapters_per_batch < 1:
+            raise ValueError(f"adapters_per_batch={self.adapters_per_batch} must be at least 1 "
+                             "(or left out for the default)")
 
     @property
     def adapters_dir(self) -> Path:

@@ -12,9 +12,11 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     """Run the answering stage with ``cfg.launcher``.
 
     ``ray`` starts (or joins) a Ray cluster and runs ``cfg.workers`` tasks, task i
-    answering shard i/workers with its own engine; each task asks for one GPU when the
-    cluster has GPUs, else one CPU.  Units never overlap between shards and files are
-    written atomically, so tasks need no coordination beyond the shared run directory.
+    answering shard i/workers with its own engine; each task asks for
+    ``tensor_parallel_size`` GPUs (computed here from the model when not set, see
+    :mod:`eval.budget`) when the cluster has GPUs, else one CPU.  Units never overlap
+    between shards and files are written atomically, so tasks need no coordination beyond
+    the shared run directory.
     """
     from ensemble.core.files import check_writable_dir
     from ensemble.core.models import resolve_base
@@ -44,7 +46,15 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     parts = []
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
-        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
+        if gpus:
+            from eval.budget import resolve_engine
+            from ensemble.core.problems import load_problems
+
+            problems = load_problems(cfg.benchmark, cfg.problem_field, cfg.answer_field,
+                                     cfg.id_field, cfg.split, cfg.limit)
+            cfg = resolve_engine(cfg, problems, on_gpu=True)
+        per_shard = (cfg.tensor_parallel_size or 1) if gpus and cfg.backend == "vllm" else 1
+        task = ray.remote(num_gpus=per_shard if gpus else 0, num_cpus=0 if gpus else 1,
                           max_retries=0)(_shard_task)
         refs = {task.remote(cfg.to_dict(), i, cfg.workers): i for i in range(cfg.workers)}
         # Each shard on its own: one failed shard must not discard the others' work.

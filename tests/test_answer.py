@@ -570,3 +570,159 @@ def test_hf_run_killed_midway_resumes_to_the_same_table(tiny, tmp_path):
     assert f"{len(finished)} already done" in resumed.stdout
     pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(run))
     assert not [p for p in run.rglob(".*") if p.name != ".cache"]  # no temp files or locks
+
+
+# --- the engine's settings from the model (eval.budget; issue 17, points 4 and 13) -------
+
+@pytest.fixture(scope="module")
+def tiny_moe(tmp_path_factory):
+    """A tiny random Qwen3-MoE with two attention-only adapters."""
+    from ensemble.testing import build_tiny_moe
+
+    root = tmp_path_factory.mktemp("moe")
+    base = build_tiny_moe(root / "base")
+    make_lora_adapters(base, root / "adapters", 2, target_modules=["q_proj", "v_proj"])
+    return {"base": str(base), "adapters": root / "adapters"}
+
+
+def test_engine_settings_are_computed_from_model_adapters_and_prompts(tiny, tiny_moe, tmp_path):
+    from eval.budget import resolve_engine
+
+    problems = synthetic_problems(6, difficulty=2, seed=1)
+    cfg = _cfg(tiny, tmp_path / "r", backend="vllm", max_tokens=40)
+    on_gpu = resolve_engine(cfg, problems, on_gpu=True)
+    assert on_gpu.tensor_parallel_size == 1 and on_gpu.gpu_memory_gb == 80.0
+    assert on_gpu.max_model_len == 256  # longest prompt + 40, rounded up, within 512
+    assert on_gpu.lora_target_modules == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    moe = _cfg(tiny, tmp_path / "m", base=tiny_moe["base"], adapters=tiny_moe["adapters"],
+               backend="vllm", max_tokens=40)
+    assert resolve_engine(moe, problems, on_gpu=True).lora_target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ValueError, match=r"the answering engine does not fit: per GPU at "
+                       r"tensor_parallel_size=2, weights .* \(max_loras=2 x rank 8\) .* raise "
+                       r"tensor_parallel_size, lower max_loras or max_model_len$"):
+        resolve_engine(dataclasses_replace(moe, gpu_memory_gb=1e-5), problems, on_gpu=True)
+    auto = resolve_engine(dataclasses_replace(moe, backend="auto"), problems, on_gpu=False)
+    assert auto.backend == "hf"  # transformers replaces vLLM without a GPU
+
+
+def dataclasses_replace(cfg, **kw):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)
+
+
+def test_vllm_on_cpu_refuses_lora_on_a_moe_base_before_any_engine(tiny_moe, tiny, tmp_path):
+    res = _cli("--base", tiny_moe["base"], "--adapters", tiny_moe["adapters"], "--benchmark",
+               tiny["bench"], "--out", tmp_path / "r", "--backend", "vllm", "--max-lora-rank", 8,
+               "--max-tokens", 8)
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {tiny_moe['base']} is a mixture-of-experts model: vLLM's CPU "
+                          "build serves no LoRA on it (its MoE LoRA kernels need Triton on a "
+                          "GPU); answer with backend = \"hf\" (or \"auto\") on CPU\n")
+    assert not (tmp_path / "r" / "answers").exists()
+
+
+def test_engine_placement_and_batch_invariance(tiny, tmp_path, monkeypatch):
+    import torch
+
+    from eval import backends
+
+    cfg = _cfg(tiny, tmp_path / "r", backend="vllm", tensor_parallel_size=2,
+               lora_target_modules=["q_proj"], gpu_memory_utilization=0.8)
+    assert backends.batch_invariance(cfg) is False  # CPU: batch-independent already
+    with pytest.raises(ValueError, match="batch_invariant=true needs a CUDA GPU"):
+        backends.batch_invariance(dataclasses_replace(cfg, batch_invariant=True))
+    assert backends._engine_placement(cfg) == {"lora_target_modules": ["q_proj"]}
+    monkeypatch.setattr(backends, "has_cuda", lambda: True)
+    assert backends._engine_placement(cfg) == {
+        "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8,
+        "distributed_executor_backend": "mp", "lora_target_modules": ["q_proj"]}
+    for capability, on in (((8, 0), False), ((9, 0), True), ((10, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0, c=capability: c)
+        assert backends.batch_invariance(cfg) is on
+        assert backends.batch_invariance(dataclasses_replace(cfg, batch_invariant=False)) is False
+
+
+# --- balanced shards: large units split into parts (eval.split; issue 17, point 10) ----
+
+def test_large_units_are_split_so_shards_get_balanced_work():
+    from eval.split import requests_of, shard_pieces
+    from eval.answering import Unit
+
+    # the reference experiment: 200 variants answer 30 problems once, 4 control models
+    # 200 times each; dealt whole, one shard got 6,750 requests and the others 750
+    units = [Unit("collaboration", f"v{i:03d}", None, 1) for i in range(200)]
+    units += [Unit("repetition", f"v{i:03d}", None, 200) for i in (0, 66, 133, 199)]
+    plan = shard_pieces(units, 30, 8)
+    loads = [sum((p.stop - p.start) if p.is_part else requests_of(p, 30) for p in shard)
+             for shard in plan]
+    assert sum(loads) == 30_000 and max(loads) - min(loads) <= 16
+    parts = [p for shard in plan for p in shard if p.is_part]
+    assert {p.model_id for p in parts} == {"v000", "v066", "v133", "v199"}
+    assert all(p.start % 16 == 0 for p in parts)  # at HF chunk boundaries
+    for m in ("v000", "v066"):  # a unit's parts tile its requests exactly
+        ranges = sorted((p.start, p.stop) for p in parts if p.model_id == m)
+        assert ranges[0][0] == 0 and ranges[-1][1] == 6000
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert shard_pieces(units, 30, 1) == [units]  # one shard: nothing is split
+
+
+def test_split_units_answer_exactly_what_the_whole_run_answers(tiny, tmp_path, monkeypatch):
+    """Three shards into one run directory: the repetition unit (20 samples x 6 problems)
+    is split over them, its parts merged into its one file, every answer as unsplit."""
+    from eval import split
+
+    kw = dict(temperature=0.8, repetition_samples=20, max_tokens=8)
+    run_answer(_cfg(tiny, tmp_path / "whole", **kw), progress=False)
+    out = tmp_path / "sharded"
+    done = []
+    for i in range(3):
+        s = run_answer(_cfg(tiny, out, shard=f"{i}/3", **kw), progress=False)
+        done += s.done
+        if i < 2:  # parts wait in a hidden directory that readers of answers/ skip
+            assert not (out / "answers/repetition/v000.parquet").exists()
+            assert sorted((out / "answers/repetition/.parts").glob("v000.r*.parquet"))
+            import pyarrow.dataset as ds
+
+            assert not [f for f in ds.dataset(out / "answers").files if ".parts" in f]
+    assert sorted(d for d in done if d.startswith("repetition")) == [
+        "repetition/v000[0:32]", "repetition/v000[32:80]", "repetition/v000[80:120]"]
+    assert not list((out / "answers/repetition/.parts").glob("*.parquet"))
+    pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(out))
+    # a shard killed between its last part and the merge: the next run merges
+    monkeypatch.setattr(split, "merge_parts", lambda *a, **k: False)
+    import eval.answering as stage
+
+    monkeypatch.setattr(stage, "merge_parts", lambda *a, **k: False)
+    again = tmp_path / "again"
+    for i in range(3):
+        run_answer(_cfg(tiny, again, shard=f"{i}/3", **kw), progress=False)
+    assert not (again / "answers/repetition/v000.parquet").exists()
+    monkeypatch.undo()
+    s = run_answer(_cfg(tiny, again, shard="1/3", **kw), progress=False)
+    assert not s.done  # nothing left to answer, only the merge to do
+    pd.testing.assert_frame_equal(_table(tmp_path / "whole"), _table(again))
+
+
+def test_real_moe_expert_adapters_are_refused_for_vllm_and_served_by_hf(tiny_moe, tiny, tmp_path):
+    """PEFT 0.21 on a (tiny) Qwen3-MoE turns gate/up/down_proj targets into LoRA on the
+    fused 3-D experts, gate_up_proj at rank 2r: the pre-check reads that layout and the
+    effective rank, refuses it for vLLM up front, and the HF backend answers with it."""
+    from eval.adapters import AdapterError
+
+    adapters = tmp_path / "experts"
+    make_lora_adapters(tiny_moe["base"], adapters, 2)  # all seven projections
+    conf = json.loads((adapters / "v000" / "adapter_config.json").read_text())
+    assert sorted(conf["target_parameters"]) == ["down_proj", "gate_up_proj"]
+    with pytest.raises(AdapterError, match=r"v000: the adapter trains 3-D parameters"):
+        discover(adapters, tiny_moe["base"], 16)
+    found, _ = discover(adapters, tiny_moe["base"], 16, backend="hf")
+    assert [a.rank for a in found] == [16, 16] and all(a.problem is None for a in found)
+    with pytest.raises(AdapterError, match="LoRA rank 16 exceeds max_lora_rank=8"):
+        discover(adapters, tiny_moe["base"], 8, backend="hf")  # r=8 alone would pass
+    s = run_answer(_cfg(tiny, tmp_path / "r", base=tiny_moe["base"], adapters=adapters,
+                        max_lora_rank=16, max_tokens=6), progress=False)
+    assert sorted(s.done) == ["collaboration/v000", "collaboration/v001", "repetition/v000"]
+    attention, _ = discover(tiny_moe["adapters"], tiny_moe["base"], 8)  # vLLM's layout
+    assert [a.rank for a in attention] == [8, 8]

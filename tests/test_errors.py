@@ -464,7 +464,7 @@ ANSWER = [
          "adapter rank)"),
     Case("seed-negative", [*ANS, "--seed", "-1"], "seed=-1 must be 0 or more"),
     Case("backend-unknown", [*ANS, "--backend", "tgi"], re.compile(
-         r"^Error: Invalid value for '--backend': 'tgi' is not one of 'vllm', 'hf'\.$"), code=2),
+         r"^Error: Invalid value for '--backend': 'tgi' is not one of 'vllm', 'hf', 'auto'\.$"), code=2),
     # config files
     Case("config-missing", ["answer", "nope.toml"], "nope.toml: config file not found"),
     Case("config-a-dir-without-config", ["answer", "d"], "d is a directory without config.toml; "
@@ -491,7 +491,7 @@ ANSWER = [
          "adapters_per_batch=0 must be at least 1 (or left out for the default)",
          {"c.toml": "[answer]\nadapters_per_batch = 0\n"}),
     Case("config-max-model-len-negative", ["answer", "c.toml", *ANS[1:]],
-         "max_model_len=-5 must be at least 1 (or left out for the default)",
+         "max_model_len=-5 must be at least 1; leave it out to compute it from the model's size",
          {"c.toml": "[answer]\nmax_model_len = -5\n"}),
     # what the files and models turn out to be (the tiny model is loaded by none of these)
     Case("base-missing-dir", [*TINY, "--out", "o", "--base", "nope"], "base model 'nope' not "

@@ -309,3 +309,51 @@ def test_run_every_stage_then_resume_after_a_kill(tiny_base, tmp_path):
     outputs = execute_notebook(run)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert (run / "notebook_figures" / "scaling.png").exists()
+
+
+def test_gpu_smoke_config_uses_every_gpu_path_it_can_name():
+    """configs/gpu-smoke.toml: the tiny MoE through the paths of the reference run."""
+    cfg = ExperimentConfig.from_toml(ROOT / "configs" / "gpu-smoke.toml")
+    train, answer = cfg.train_config("tiny"), cfg.answer_config("tiny")
+    assert cfg.base == "tiny-moe" and train.variants == 2 and train.steps == 2
+    assert answer.benchmark.startswith("synthetic:2:")  # 2 problems
+    assert train.launcher == answer.launcher == "ray" and answer.backend == "auto"
+    assert train.micro_batch < train.generation_batch  # TRL's steps_per_generation path
+    assert set(train.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert train.use_vllm is None  # TRL's vLLM generation wherever CUDA is
+    # a repetition unit above a shard's share, so it is split and merged
+    per_rep = answer.repetition_samples * 2
+    total = train.variants * 2 + answer.repetition_models * per_rep
+    assert per_rep > total / answer.workers
+
+
+@pytest.mark.slow
+def test_gpu_smoke_config_runs_end_to_end_on_cpu(tmp_path):
+    """On CPU transformers generation stands in for vLLM (training and answering); the
+    rest -- Ray actors, micro-batches, split and merged answering units -- is as on GPUs."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "smoke"
+    proc = subprocess.run([sys.executable, "-m", "ensemble.cli", "run",
+                           str(ROOT / "configs" / "gpu-smoke.toml"), "--out", str(out)],
+                          env=_env(), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "collaboration: k=1" in proc.stdout and "repetition: k=1" in proc.stdout
+    conf = json.loads((out / "variants/train.json").read_text())["config"]
+    assert conf["micro_batch"] == 4 and conf["launcher"] == "ray"
+    for v in ("v000", "v001"):
+        run = json.loads((out / "variants" / v / "variant.json").read_text())["run"]
+        assert run["device"] == "cpu" and run["vllm_generation"] is False
+    answered = json.loads((out / "answers.json").read_text())["config"]
+    assert answered["backend"] == "hf"
+    logs = [json.loads(line) for line in (out / "answers.log.jsonl").read_text().splitlines()]
+    assert sorted(r["shard"] for r in logs) == ["0/3", "1/3", "2/3"]
+    parts = sorted(d for r in logs for d in r["done"] if "[" in d)
+    assert parts == ["repetition/v000[0:32]", "repetition/v000[32:64]",
+                     "repetition/v001[0:32]", "repetition/v001[32:64]"]
+    assert sorted(p.name for p in (out / "answers/repetition").glob("*.parquet")) == [
+        "v000.parquet", "v001.parquet"]
+    assert not list((out / "answers").rglob(".parts/*.parquet"))
+    assert (out / "report.md").exists()

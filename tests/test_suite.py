@@ -99,3 +99,27 @@ def test_the_layers_check_fails_on_a_stage_importing_another(tmp_path):
                    "ensemble.core is not allowed to import train_variants",
                    "No cycles are allowed in eval."):
         assert broken in proc.stdout, proc.stdout[-3000:]
+def _lock(name: str) -> dict[str, str]:
+    lines = (ROOT / "requirements" / name).read_text().splitlines()
+    return dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+
+
+def test_gpu_lock_holds_the_vllm_trl_supports_and_the_extra_it_pins():
+    """The `gpu` extra and requirements/gpu-lock.txt: vLLM in TRL's own supported range
+    (TRL 1.16 warns outside it), and the versions the extra pins."""
+    import importlib.metadata as md
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    gpu, cpu = _lock("gpu-lock.txt"), _lock("cpu-lock.txt")
+    trl_vllm = next(Requirement(r) for r in md.requires("trl")
+                    if r.startswith("vllm") and 'extra == "vllm"' in r)
+    assert gpu["trl"] == cpu["trl"] == md.version("trl")  # the TRL the tests run
+    assert trl_vllm.specifier.contains(gpu["vllm"]), (gpu["vllm"], str(trl_vllm.specifier))
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["gpu"]
+    pins = {Requirement(r).name: Requirement(r) for r in extra if "==" in r}
+    assert set(pins) == {"vllm", "trl", "peft"}
+    assert all(r.specifier.contains(gpu[name]) for name, r in pins.items())
+    assert gpu["torch"] == cpu["torch"] and gpu["peft"] == cpu["peft"]

@@ -356,13 +356,19 @@ def test_ray_launcher_matches_local(trained, tmp_path, monkeypatch):
     # A relative run directory: Ray workers do not run in this directory, so the
     # launcher must hand them absolute paths (they would write elsewhere otherwise).
     monkeypatch.chdir(tmp_path)
-    ray_cfg = TrainConfig.from_dict({**cfg.to_dict(), "out": "ray", "launcher": "ray"})
+    # 2 CPUs per variant on a 2-CPU cluster: one actor, which must train both variants
+    # in one process from one base load (a fresh Ray task per variant would reload it)
+    ray_cfg = TrainConfig.from_dict({**cfg.to_dict(), "out": "ray", "launcher": "ray",
+                                     "cpus_per_variant": 2.0})
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         summary = run_train(ray_cfg, progress=False)
     finally:
         ray.shutdown()
     assert sorted(summary.done) == ["v000", "v001"] and not summary.failed
+    runs = [_variant_json(ray_cfg, v)["run"] for v in ("v000", "v001")]
+    assert runs[0]["pid"] == runs[1]["pid"] != os.getpid()
+    assert sorted(r["load_seconds"] for r in runs)[0] == 0  # the second reused the base
     for vid in ("v000", "v001"):
         a, b = cfg.out / "variants" / vid, ray_cfg.out / "variants" / vid
         assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
@@ -469,3 +475,141 @@ def test_merge_unmerge_leaves_the_base_bit_identical(tmp_path):
         layer.scaling["default"] * (layer.lora_B["default"].weight.float()
                                     @ layer.lora_A["default"].weight.float())
     torch.testing.assert_close(layer.base_layer.weight.float(), want, rtol=0.02, atol=0.02)
+
+
+# --- GPU budget, micro-batches, seeds: the TRL arguments (issue 17) ---------------------
+
+def _trl_args(cfg, index=0, device="cpu", vllm=False):
+    from trl import GRPOConfig
+
+    from train_variants.trainer import grpo_args
+
+    vp = make_plan(cfg).for_indices([index])[0]
+    return vp, GRPOConfig(**grpo_args(cfg, vp, cfg.out, device, "float32", vllm))
+
+
+def test_micro_batches_split_the_generation_batch(digit_base, zero_pool, tmp_path):
+    cfg = cfg_for(digit_base, zero_pool, tmp_path, batch_size=2, grad_accum=2, micro_batch=4)
+    _, args = _trl_args(cfg)
+    # 2 x 2 prompts x 4 generations = 16 sequences, generated once per optimiser step and
+    # trained in 4 passes of 4: memory is set by the micro-batch
+    assert args.generation_batch_size == 16 and args.per_device_train_batch_size == 4
+    assert args.steps_per_generation == args.gradient_accumulation_steps == 4
+    _, whole = _trl_args(cfg_for(digit_base, zero_pool, tmp_path, batch_size=2, grad_accum=2))
+    assert (whole.generation_batch_size, whole.per_device_train_batch_size,
+            whole.gradient_accumulation_steps) == (16, 16, 1)
+    with pytest.raises(ValueError, match=r"micro_batch=3 must divide the 16 sequences"):
+        cfg_for(digit_base, zero_pool, tmp_path, batch_size=2, grad_accum=2, micro_batch=3)
+    with pytest.raises(ValueError, match=r"micro_batch=4 with loss_type='bnpo': TRL normalises "
+                       "that loss per micro-batch"):
+        cfg_for(digit_base, zero_pool, tmp_path, batch_size=2, grad_accum=2, micro_batch=4,
+                loss_type="bnpo")
+
+
+def test_the_variant_seed_and_the_engine_budget_reach_trl(digit_base, zero_pool, tmp_path):
+    cfg = cfg_for(digit_base, zero_pool, tmp_path, vary=["order", "sampling_seed"],
+                  vllm_memory_share=0.4, vllm_max_model_len=512)
+    for i in (0, 1):
+        vp, args = _trl_args(cfg, i, device="cuda", vllm=True)
+        assert args.seed == args.data_seed == vp.sampling_seed
+        assert (args.vllm_mode, args.vllm_gpu_memory_utilization,
+                args.vllm_max_model_length) == ("colocate", 0.4, 512)
+    assert len({make_plan(cfg).for_indices([i])[0].sampling_seed for i in (0, 1)}) == 2
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
+def test_micro_batches_give_the_same_update(digit_base, zero_pool, tmp_path, loss_type):
+    """TRL normalises these losses over the whole generation batch: training in passes
+    of 2 sequences moves the adapter exactly as one pass of 8 does (float32, CPU)."""
+    from train_variants.training import run_train
+
+    runs = {}
+    for micro in (None, 2):
+        cfg = cfg_for(digit_base, zero_pool, tmp_path / f"m{micro}", variants=1,
+                      max_completion_length=3, loss_type=loss_type, micro_batch=micro)
+        summary = run_train(cfg, progress=False)
+        assert summary.done == ["v000"], summary.failed
+        runs[micro] = cfg
+    _assert_same_adapter(runs[None].out / "variants/v000", runs[2].out / "variants/v000")
+    a, b = (_variant_json(runs[m], "v000")["metrics"]["curves"] for m in (None, 2))
+    assert a["correct"] == b["correct"] and a["completion_length"] == b["completion_length"]
+    recorded = json.loads((runs[None].out / "variants/train.json").read_text())["config"]
+    assert recorded["micro_batch"] == 8  # resolved on CPU: the whole generation batch
+
+
+def test_local_workers_get_their_own_gpus():
+    from train_variants.workers import gpu_slots
+
+    assert gpu_slots(4, 2, 8) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    with pytest.raises(ValueError, match=r"workers=4 x gpus_per_variant=4 needs 16 GPUs, this "
+                       r"machine shows 8; use --workers 2"):
+        gpu_slots(4, 4, 8)
+
+
+def test_gpu_budget_is_resolved_from_the_model_and_written(tmp_path):
+    """On a GPU run (planned here without one) the budget keys get values computed from
+    the base's config.json: a tiny MoE trains on one GPU, engine colocated."""
+    from ensemble.testing import build_tiny_moe
+    from train_variants.gpus import budget_for, resolve_budget
+
+    base = build_tiny_moe(tmp_path / "moe")
+    pool = write_zero_pool(tmp_path / "pool.jsonl", n=8)
+    cfg = cfg_for(base, pool, tmp_path / "run", target_modules=["q_proj", "v_proj"])
+    resolved = resolve_budget(cfg, make_plan(cfg), on_gpu=True, vllm=True)
+    assert resolved.gpus_per_variant == 1 and resolved.micro_batch == 8
+    assert resolved.use_vllm is True and resolved.gpu_memory_gb == 80.0
+    assert 0.5 < resolved.vllm_memory_share < 0.9
+    assert resolved.vllm_max_model_len == 256  # longest prompt + 1 completion token, rounded
+    b = budget_for(resolved, vllm=True)
+    assert (b.engine_gpu, b.train_gpus) == (0, [0])
+    big = TrainConfig.from_dict({**resolved.to_dict(), "gpus_per_variant": None,
+                                 "gpu_memory_gb": 0.0001})
+    with pytest.raises(ValueError, match="TRL's colocated vLLM engine needs"):
+        resolve_budget(big, make_plan(big), on_gpu=True, vllm=True)
+
+
+def test_ray_actors_are_fed_variants_and_a_dead_one_is_replaced(monkeypatch, tmp_path):
+    """A stand-in Ray: two actors of 2 GPUs each on a 4-GPU cluster take the variants in
+    turn; the actor training v001 dies, v001 fails alone and a new actor takes over."""
+    import types
+
+    from train_variants import workers as launch
+    from train_variants.trainer import VariantResult
+
+    made, asked = [], []
+
+    class Ref:
+        def __init__(self, actor, i):
+            self.actor, self.i = actor, i
+
+    class Actor:
+        def __init__(self, cfg_dict):
+            self.trained = []
+            made.append(self)
+            self.train = types.SimpleNamespace(remote=lambda i: Ref(self, i))
+
+    def remote(**opts):
+        asked.append(opts)
+        return lambda cls: types.SimpleNamespace(remote=lambda *a: Actor(*a))
+
+    def get(ref):
+        if ref.i == 1:
+            raise RuntimeError("ActorDiedError: the actor died\nnode lost")
+        ref.actor.trained.append(ref.i)
+        return VariantResult(f"v{ref.i:03d}", "done")
+
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: True, cluster_resources=lambda: {"GPU": 4.0, "CPU": 8.0},
+        remote=remote, get=get, kill=lambda a: None,
+        wait=lambda refs, num_returns=1: (refs[:1], refs[1:]))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    cfg = TrainConfig.from_dict({"base": "b", "pool": "p", "out": str(tmp_path), "variants": 5,
+                                 "launcher": "ray", "gpus_per_variant": 2})
+    results = []
+    launch.run_ray(cfg, [0, 1, 2, 3, 4], results.append)
+    assert asked == [{"num_gpus": 2, "num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}]
+    assert sorted(r.id for r in results if r.status == "done") == ["v000", "v002", "v003", "v004"]
+    assert [r.error for r in results if r.status == "failed"] == [
+        "ray worker failed: RuntimeError: node lost"]
+    assert len(made) == 3  # two actors for 4 GPUs / 2, one replacing the dead one
+    assert sum(len(a.trained) for a in made) == 4 and max(len(a.trained) for a in made) >= 2

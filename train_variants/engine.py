@@ -1,0 +1,118 @@
+"""TRL's colocated vLLM engine during one variant: seeded, on its own GPU, shut down after.
+
+TRL 1.16 (``trl/generation/vllm_generation.py``) builds the colocated engine with
+``seed = process_index // tensor_parallel_size`` -- 0 for every single-process variant --
+and samples every rollout from that engine-wide stream: variants meant to differ in
+sampling would draw identical rollouts.  Its only per-request seed is
+``generation_kwargs["seed"]``, which it copies into the one ``SamplingParams`` of all the
+prompts of a generation batch; colocate mode sends every prompt ``num_generations`` times
+with ``n=1``, so one seed would make the completions of a GRPO group identical (zero
+advantage).  :func:`seed_requests` instead gives each request its own seed, a pure
+function of (variant sampling seed, generation call, request index).
+
+With a GPU of its own the engine lives on visible GPU 0 (vLLM's colocated worker takes
+``cuda:LOCAL_RANK``) while the training model is on the others; :func:`pin_engine` runs
+every engine call on the engine's GPU and leaves the training GPU current in between.
+
+:func:`shutdown_engine` frees the engine after a variant: a worker that trains several
+variants would otherwise meet the previous engine's weights and KV cache when it builds
+the next one (the trainer, and so the engine, can outlive ``train()``).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import hashlib
+
+
+def request_seed(seed: int, call: int, index: int) -> int:
+    """The sampling seed of request ``index`` of generation call ``call`` (31 bits).
+
+    Examples
+    --------
+    >>> request_seed(0, 0, 0) != request_seed(0, 0, 1) != request_seed(1, 0, 0)
+    True
+    """
+    blob = f"ensemble-rollout|{seed}|{call}|{index}".encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little") >> 1
+
+
+def seed_requests(llm, seed: int) -> None:
+    """Make ``llm.generate`` give every request its own seed derived from ``seed``.
+
+    TRL passes one ``SamplingParams`` (or a list) for all prompts; each is cloned with
+    ``seed = request_seed(seed, call, i)``, ``call`` counting this engine's generate calls.
+    """
+    generate = llm.generate
+    calls = [0]
+
+    @functools.wraps(generate)
+    def seeded(prompts, sampling_params=None, *args, **kwargs):
+        n = len(prompts) if isinstance(prompts, (list, tuple)) else 1
+        params = sampling_params
+        if params is None:
+            from vllm import SamplingParams
+
+            params = SamplingParams()
+        if not isinstance(params, (list, tuple)):
+            params = [params] * n
+        call, calls[0] = calls[0], calls[0] + 1
+        out = []
+        for i, p in enumerate(params):
+            q = p.clone()
+            q.seed = request_seed(seed, call, i)
+            out.append(q)
+        return generate(prompts, out, *args, **kwargs)
+
+    llm.generate = seeded
+
+
+def pin_engine(vllm_generation, engine_gpu: int, train_gpu: int) -> None:
+    """Run the engine's generate and weight sync on ``engine_gpu``; make ``train_gpu``
+    the current device for the training steps (TRL moves batches to "cuda", the current
+    device, and vLLM made its own GPU current when it started)."""
+    import torch
+
+    if engine_gpu == train_gpu:
+        return
+    for name in ("generate", "sync_weights"):
+        method = getattr(vllm_generation, name)
+
+        def on_engine(*args, _method=method, **kwargs):
+            with torch.cuda.device(engine_gpu):
+                return _method(*args, **kwargs)
+
+        setattr(vllm_generation, name, on_engine)
+    torch.cuda.set_device(train_gpu)
+
+
+def shutdown_engine(holder) -> bool:
+    """Shut down the vLLM engine ``holder`` keeps (a GRPOTrainer, or its
+    ``vllm_generation``) and free its memory; returns whether there was one.
+
+    The engine core is shut down, the holder's reference dropped, and vLLM's model-
+    parallel groups and torch.distributed process group (TRL's colocate mode starts them
+    through vLLM's external launcher) destroyed, so the next variant's engine starts
+    from a clean process.
+    """
+    gen = getattr(holder, "vllm_generation", holder)
+    llm = getattr(gen, "llm", None)
+    if llm is None:
+        return False
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+    gen.llm = None
+    del llm, core
+    from vllm.distributed.parallel_state import (destroy_distributed_environment,
+                                                 destroy_model_parallel)
+
+    destroy_model_parallel()
+    destroy_distributed_environment()
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return True
