@@ -477,18 +477,25 @@ def headline(run_dir: Path, fit) -> str:
 
 
 def _why(votes: VotesDir, k: int) -> str:
-    """The diversity diagnostics in one line (ensemble.voting.diversity), or "" without them."""
+    """The diversity diagnostics in one line (ensemble.voting.diversity), or "" without them.
+
+    A statistic the data leaves undefined (null in vote.json: too few samples, or every
+    voter always right) is left out of the line rather than printed as a number.
+    """
     try:
         div = json.loads(votes.meta.read_text())["diversity"]
         per_k = pd.read_csv(votes.diversity)
         col = div["collaboration"]["disagreement_different_models"]["value"]
         rep = div["repetition"]["disagreement_same_model"]["value"]
-        icc = div["repetition"]["icc_model"]
+        icc = div["repetition"].get("icc_model") or {}
         n_eff = per_k[(per_k.condition == "repetition") & (per_k.k == k)]["n_eff"].iloc[0]
-    except (OSError, KeyError, TypeError, IndexError, ValueError):
+    except (OSError, KeyError, TypeError, IndexError, ValueError, AttributeError):
         return ""
-    ci = (f" [{icc['ci_low']:.3f}, {icc['ci_high']:.3f}]" if icc.get("ci_low") is not None
-          else "")
-    return (f"two variants give different answers {col:.1%} of the time, two samples of one "
-            f"model {rep:.1%}; beyond difficulty a model's samples correlate rho={icc['value']:.3f}"
-            f"{ci}, so {k} of them are worth {n_eff:.1f} independent voters")
+    if col is None or rep is None:
+        return ""
+    line = (f"two variants give different answers {col:.1%} of the time, two samples of one "
+            f"model {rep:.1%}")
+    if icc.get("value") is None or not np.isfinite(n_eff):
+        return line
+    return (f"{line}; beyond difficulty a model's samples correlate rho="
+            f"{format_estimate(icc)}, so {k} of them are worth {n_eff:.1f} independent voters")
