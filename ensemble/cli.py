@@ -328,6 +328,11 @@ def run(config, out, fresh):
 @click.option("--launcher", type=click.Choice(["local", "ray"]))
 @click.option("--workers", type=int, help="Local worker processes (one per GPU).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--trainer", type=click.Choice(["trl", "population"]),
+              help="trl: one TRL GRPOTrainer per variant [default]; population: the variants "
+              "of a chunk trained together on one copy of the base.")
+@click.option("--population-size", type=int, help="Variants trained together by the "
+              "population trainer [default: all that fit in memory].")
 @click.option("--plan-only", is_flag=True, help="Print the plan as JSON lines; train nothing.")
 def train(config, variants, plan_only, **flags):
     """Train a population of LoRA variants of one base with one GRPO recipe.

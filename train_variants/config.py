@@ -16,6 +16,9 @@ from typing import Any
 from eval.config import DEFAULT_TEMPLATE, LORA_RANKS, read_toml
 
 LAUNCHERS = ("local", "ray")
+# trl: one TRL GRPOTrainer per variant (the reference); population: the variants of a chunk
+# trained together on one base (train_variants.population)
+TRAINERS = ("trl", "population")
 MAX_VARIANTS = 100_000
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -75,6 +78,13 @@ class TrainConfig:
     system_prompt: str | None = None
     gradient_checkpointing: bool = True  # long completions on large models; off for tiny ones
     # --- where it runs ------------------------------------------------------------------
+    # Which trainer: "trl" (one GRPOTrainer per variant) stays the default until the demo
+    # is re-measured with "population" (train_variants.population).  Named in the recipe:
+    # the two sample from different random streams, so their variants are not the same bits.
+    trainer: str = "trl"
+    # Population trainer: variants trained together per chunk; None: all of the run that
+    # fit in half the free memory (train_variants.population.population_size)
+    population_size: int | None = None
     launcher: str = "local"  # local: this machine; ray: one task per variant on a cluster
     workers: int = 1  # local: processes (one per GPU on a GPU box); ray: ignored
     device: str = "auto"  # auto: cuda when available, else cpu
@@ -95,6 +105,7 @@ class TrainConfig:
         for name, value, allowed in (("launcher", self.launcher, LAUNCHERS),
                                      ("device", self.device, DEVICES),
                                      ("dtype", self.dtype, DTYPES),
+                                     ("trainer", self.trainer, TRAINERS),
                                      ("alpha_rule", self.alpha_rule, ALPHA_RULES),
                                      ("lora_init", self.lora_init, LORA_INITS),
                                      ("kind", self.kind, ("auto", "aime", "math"))):
@@ -145,6 +156,9 @@ class TrainConfig:
             raise ValueError("prompt_template must contain {problem}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads={self.cpu_threads} must be at least 1")
+        if self.population_size is not None and self.population_size < 1:
+            raise ValueError(f"population_size={self.population_size} must be at least 1 (variants "
+                             "trained together); leave it out for as many as fit in memory")
         if self.cpus_per_variant <= 0:
             raise ValueError(f"cpus_per_variant={self.cpus_per_variant} must be positive")
 
@@ -169,7 +183,7 @@ class TrainConfig:
     # Keys that only say where and how fast the work runs, or which part of the population
     # this invocation trains: they never change a variant, so the recipe hash leaves them out.
     RUN_KEYS = ("out", "variants", "first", "launcher", "workers", "cpus_per_variant",
-                "ray_address", "cpu_threads")
+                "ray_address", "cpu_threads", "population_size")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
