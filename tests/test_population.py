@@ -232,3 +232,456 @@ def test_population_loss_equals_trl_grpo_loss(digit_base, zero_pool, tmp_path, m
         assert min(alone["grad_norm"]) > 1e-3  # batches with a signal
         _close(pop[vp.id]["loss"], alone["loss"], f"{vp.id} loss")
         _close(pop[vp.id]["grad_norm"], alone["grad_norm"], f"{vp.id} grad_norm")
+
+
+def test_one_adamw_over_the_stack_is_one_adamw_per_variant(digit_base, zero_pool, tmp_path):
+    """The optimiser claim at TRL's defaults (eps 1e-8): given identical gradients, one
+    AdamW over the stacked tensors with per-variant clipping is N AdamWs, each with
+    ``clip_grad_norm_`` over its own variant, weight decay included; ranks padded to the
+    stack's stay exactly zero."""
+    import torch
+
+    from train_variants.population import Population
+    from train_variants.trainer import load_base
+
+    cfg = cfg_for(digit_base, zero_pool, tmp_path, trainer="population", variants=3,
+                  vary=["order", "mask", "rank"], rank_choices=[8, 16], learning_rate=1e-2)
+    plan = make_plan(cfg)
+    model, tok, _ = load_base(cfg.base, "cpu", "float32")
+    wd, max_norm = 0.1, 3.0
+    pop = Population(cfg, plan, plan.variants, model, tok, "cpu", weight_decay=wd,
+                     max_grad_norm=max_norm)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        ranks = [v.lora_rank for v in plan.variants]
+        assert sorted(set(ranks)) == [8, 16]
+        with torch.no_grad():
+            for p in pop.params:
+                p.normal_(0, 0.1, generator=gen)
+            for layer in pop.layers.values():  # a trained state, padding zero as installed
+                for i, r in enumerate(ranks):
+                    layer.lora_A[i, r:] = 0
+                    layer.lora_B[i, :, r:] = 0
+        alone = []
+        for i, r in enumerate(ranks):
+            w = {n: (a.clone().requires_grad_(), b.clone().requires_grad_())
+                 for n, (a, b) in pop.weights(i).items()}
+            opt = torch.optim.AdamW([t for ab in w.values() for t in ab], lr=cfg.learning_rate,
+                                    weight_decay=wd)
+            alone.append((w, opt))
+        clipped = 0
+        for _ in range(3):
+            for layer in pop.layers.values():
+                ga = torch.randn(layer.lora_A.shape, generator=gen)
+                gb = torch.randn(layer.lora_B.shape, generator=gen)
+                for i, r in enumerate(ranks):  # what backward gives the padding: zero
+                    ga[i, r:] = 0
+                    gb[i, :, r:] = 0
+                    ga[i] *= 10.0 ** (3 * i - 3)  # norms from ~0.1 to ~1e5: some clip
+                    gb[i] *= 10.0 ** (3 * i - 3)
+                layer.lora_A.grad, layer.lora_B.grad = ga, gb
+            for i, (w, opt) in enumerate(alone):
+                for n, (a, b) in w.items():
+                    a.grad = pop.layers[n].lora_A.grad[i, :ranks[i]].clone()
+                    b.grad = pop.layers[n].lora_B.grad[i, :, :ranks[i]].clone()
+                norm = torch.nn.utils.clip_grad_norm_([t for ab in w.values() for t in ab],
+                                                      max_norm)
+                clipped += int(norm > max_norm)
+                opt.step()
+            pop.clip()
+            pop.opt.step()
+        assert clipped == 6  # clipping engaged for the two variants with large gradients
+        for i, (w, _) in enumerate(alone):
+            for n, (a, b) in pop.weights(i).items():
+                _close(a, w[n][0].detach(), f"v{i} {n} A")
+                _close(b, w[n][1].detach(), f"v{i} {n} B")
+        for layer in pop.layers.values():
+            for i, r in enumerate(ranks):
+                assert not layer.lora_A[i, r:].any() and not layer.lora_B[i, :, r:].any()
+    finally:
+        pop.close()
+
+
+# --- (3) a variant's samples do not depend on its population --------------------------------
+
+def test_samples_do_not_depend_on_the_population(tmp_path):
+    """Issue 14, test 3: variant v003 samples the same completions, step after step,
+    trained alone (a population of 1) or among 8 (same seeds).  On the shipped demo base,
+    whose worked solutions end at different lengths."""
+    from train_variants.population import Population
+    from train_variants.trainer import load_base
+
+    cfg = TrainConfig.from_dict(dict(
+        base=str(DEMO_BASE), pool="synthetic:64:d2:s1:small", out=str(tmp_path), variants=8,
+        steps=2, batch_size=2, num_generations=4, max_completion_length=64, lora_rank=8,
+        lora_alpha=16.0, learning_rate=3e-3, mask_fraction=0.5, top_p=0.9, cpu_threads=1,
+        gradient_checkpointing=False, device="cpu", trainer="population"))
+    plan = make_plan(cfg)
+    model, tok, _ = load_base(cfg.base, "cpu", "float32")
+
+    def samples(vps):
+        pop = Population(cfg, plan, vps, model, tok, "cpu")
+        try:
+            for s in range(cfg.steps):
+                pop.step(s)
+            return pop.samples
+        finally:
+            pop.close()
+
+    together = samples(plan.variants)
+    alone = samples([plan.variants[3]])[0]
+    assert alone == together[3]
+    # Not a vacuous equality: the variants sample differently, completions end at
+    # different lengths, and the groups are not all one completion.
+    assert len({tuple(map(tuple, s[0])) for s in together}) >= 6
+    lengths = {len(c) for s in together for step in s for c in step}
+    assert min(lengths) < cfg.max_completion_length in lengths
+    assert len({tuple(c) for c in alone[0]}) > 1
+
+
+# --- (4) the adapters are the TRL path's ------------------------------------------------------
+
+def test_stacked_rows_compute_what_peft_computes_per_adapter(tmp_path):
+    """Rows of variant i through the stacked layers give PEFT's logits for adapter i,
+    with adapters of ranks 8 and 16 in one stack; the padding's gradients are zero."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from eval.tinymodel import build_tiny_model, make_lora_adapters
+    from train_variants import stacked_lora as sl
+
+    base_dir = build_tiny_model(tmp_path / "base")
+    paths = (make_lora_adapters(base_dir, tmp_path / "a", 2, rank=8, seed=1)
+             + make_lora_adapters(base_dir, tmp_path / "b", 1, rank=16, seed=2))
+    ranks = [8, 8, 16]
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    ids = torch.tensor([[5, 9, 20, 41, 7], [3, 3, 8, 60, 2]])
+    with torch.no_grad():
+        want = []
+        for p in paths:
+            peft = PeftModel.from_pretrained(model, str(p))
+            want.append(peft(input_ids=ids).logits)
+            model = peft.unload()
+    layers = sl.install(model, sl.target_names(model, ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                       "gate_proj", "up_proj", "down_proj"]),
+                        3, 16)
+    for slot, (p, r) in enumerate(zip(paths, ranks)):
+        w = load_file(str(p / "adapter_model.safetensors"))
+        weights = {n: (w[_peft_key(n, "lora_A")], w[_peft_key(n, "lora_B")]) for n in layers}
+        sl.set_variant(layers, slot, weights, scaling=1.0)  # make_lora_adapters: alpha = r
+    got = model(input_ids=ids.repeat(3, 1)).logits
+    for i in range(3):
+        torch.testing.assert_close(got[2 * i:2 * i + 2], want[i], rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    for layer in layers.values():
+        assert not layer.lora_A.grad[:2, 8:].any() and not layer.lora_B.grad[:2, :, 8:].any()
+        assert layer.lora_A.grad[2, 8:].any()
+    sl.uninstall(model, layers)
+    assert type(model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
+
+
+@pytest.fixture(scope="module")
+def both_paths(digit_base, zero_pool, tmp_path_factory):
+    """v000 trained by the TRL path, v000 and v001 by the population trainer."""
+    from train_variants.stage import run_train
+
+    d = tmp_path_factory.mktemp("both")
+    out = {}
+    for trainer in ("trl", "population"):
+        cfg = cfg_for(digit_base, zero_pool, d / trainer, trainer=trainer,
+                      variants=1 if trainer == "trl" else 2)
+        summary = run_train(cfg, progress=False)
+        assert not summary.failed, summary.failed
+        out[trainer] = cfg
+    return out
+
+
+def _with_weights_of(src: Path, fmt: Path, dst: Path) -> Path:
+    """The adapter directory ``fmt`` (the TRL path's files) holding ``src``'s weights."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(fmt, dst)
+    (dst / "variant.json").unlink()
+    with safe_open(str(fmt / "adapter_model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    save_file(load_file(str(src / "adapter_model.safetensors")),
+              str(dst / "adapter_model.safetensors"), metadata=meta)
+    return dst
+
+
+def test_population_writes_the_trl_paths_adapter_and_variant_files(both_paths):
+    """The same files, adapter config, tensor names and shapes, and variant.json fields as
+    the TRL path; the recipe differs only by the trainer named in it."""
+    from safetensors.torch import load_file
+
+    from train_variants.stage import variant_status
+
+    trl, pop = (both_paths[k].out / "variants" / "v000" for k in ("trl", "population"))
+    assert sorted(p.name for p in pop.iterdir()) == sorted(p.name for p in trl.iterdir())
+    assert json.loads((pop / "adapter_config.json").read_text()) == \
+        json.loads((trl / "adapter_config.json").read_text())
+    wp, wt = (load_file(str(p / "adapter_model.safetensors")) for p in (pop, trl))
+    assert {k: v.shape for k, v in wp.items()} == {k: v.shape for k, v in wt.items()}
+    assert any(float(v.abs().max()) > 1e-3 for k, v in wp.items() if "lora_B" in k)  # trained
+    mp, mt = (json.loads((p / "variant.json").read_text()) for p in (pop, trl))
+    assert set(mp) == set(mt) and set(mp["metrics"]) == set(mt["metrics"])
+    assert set(mp["metrics"]["curves"]) == set(mt["metrics"]["curves"])
+    assert set(mt["run"]) <= set(mp["run"])
+    assert mp["run"]["trainer"] == "population" and mp["run"]["population"] == ["v000", "v001"]
+    assert {k for k in mt["recipe"] if mt["recipe"][k] != mp["recipe"].get(k)} == {"trainer"}
+    assert (mt["recipe"]["trainer"], mp["recipe"]["trainer"]) == ("trl", "population")
+    assert "trl" not in mp["run"]["versions"]
+    assert [(r["id"], r["state"], r["steps"]) for r in variant_status(pop.parent.parent)] == [
+        ("v000", "done", 2), ("v001", "done", 2)]
+
+
+def test_population_adapters_answer_in_peft_as_trl_path_adapters(both_paths, tmp_path):
+    """Loaded by ``PeftModel.from_pretrained``, a population adapter answers exactly as
+    the TRL path's adapter directory holding the same weights, and as the population's
+    own stacked model did before saving."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pop_cfg = both_paths["population"]
+    pop = pop_cfg.out / "variants" / "v000"
+    trl = _with_weights_of(pop, both_paths["trl"].out / "variants" / "v000", tmp_path / "trl")
+    tok = AutoTokenizer.from_pretrained(pop_cfg.base)
+    prompts = [tok.apply_chat_template([{"role": "user", "content": f"What is {a} - {a}?"}],
+                                       add_generation_prompt=True, tokenize=True,
+                                       return_dict=True)["input_ids"] for a in (4, 11)]
+    base = AutoModelForCausalLM.from_pretrained(pop_cfg.base, dtype=torch.float32)
+    answers, logits = {}, {}
+    for name, path in (("pop", pop), ("trl", trl)):
+        model = PeftModel.from_pretrained(base, str(path))
+        with torch.no_grad():
+            answers[name] = [model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p)),
+                                            do_sample=False, max_new_tokens=4)[0, len(p):].tolist()
+                             for p in prompts]
+            logits[name] = model(input_ids=torch.tensor([prompts[0]])).logits
+        base = model.unload()
+    assert answers["pop"] == answers["trl"]
+    assert torch.equal(logits["pop"], logits["trl"])
+    # The stacked model in memory (variant 0 of 2) computes what the saved adapter does.
+    from safetensors.torch import load_file
+
+    from train_variants import stacked_lora as sl
+
+    w = load_file(str(pop / "adapter_model.safetensors"))
+    layers = sl.install(base, pop_cfg.target_modules, 2, 8)
+    weights = {n: (w[_peft_key(n, "lora_A")], w[_peft_key(n, "lora_B")]) for n in layers}
+    sl.set_variant(layers, 0, weights, pop_cfg.lora_alpha / pop_cfg.lora_rank)
+    with torch.no_grad():
+        stacked = base(input_ids=torch.tensor([prompts[0]] * 2)).logits[:1]
+    sl.uninstall(base, layers)
+    torch.testing.assert_close(stacked, logits["pop"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_vllm_serves_population_adapters_as_trl_path_adapters(both_paths, tmp_path):
+    """vLLM (CPU) loads the population's adapters and answers as with the TRL path's
+    adapter directory holding the same weights, and as PEFT does."""
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pop_cfg = both_paths["population"]
+    served = tmp_path / "served"
+    served.mkdir()
+    for vid in ("v000", "v001"):
+        shutil.copytree(pop_cfg.out / "variants" / vid, served / f"pop-{vid}")
+    _with_weights_of(served / "pop-v000", both_paths["trl"].out / "variants" / "v000",
+                     served / "trl-v000")
+    tok = AutoTokenizer.from_pretrained(pop_cfg.base)
+    prompts = [tok.apply_chat_template([{"role": "user", "content": f"What is {a} - {a}?"}],
+                                       add_generation_prompt=True, tokenize=True,
+                                       return_dict=True)["input_ids"] for a in (4, 11)]
+    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
+    out = tmp_path / "vllm.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/train_vllm_probe.py"), pop_cfg.base,
+                           str(served), str(tmp_path / "prompts.json"), str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert not got["skipped"] and set(got) == {"skipped", "base", "pop-v000", "pop-v001",
+                                               "trl-v000"}
+    assert got["pop-v000"] == got["trl-v000"]
+    base = AutoModelForCausalLM.from_pretrained(pop_cfg.base, dtype=torch.float32)
+    for vid in ("pop-v000", "pop-v001"):
+        model = PeftModel.from_pretrained(base, str(served / vid))
+        for p, ids in zip(prompts, got[vid]):
+            ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p)),
+                                 do_sample=False, max_new_tokens=4)[0, len(p):].tolist()
+            assert ids == ref, (vid, ids, ref)
+        base = model.unload()
+
+
+# --- (5) a killed chunk loses only itself -------------------------------------------------------
+
+@pytest.mark.slow
+def test_killed_chunk_is_retrained_to_the_uninterrupted_result(digit_base, zero_pool, tmp_path):
+    """Issue 14, test 5: ``kill -9`` while the second chunk trains keeps the first chunk,
+    ``ensemble status`` shows the second interrupted, and the rerun gives the adapters of
+    an uninterrupted run."""
+    from click.testing import CliRunner
+
+    from ensemble.cli import main
+    from tests.helpers import kill_when
+    from train_variants.stage import run_train
+
+    settings = tiny_train_config(digit_base, zero_pool, tmp_path / "killed", variants=4,
+                                 steps=6, max_completion_length=3, cpu_threads=1,
+                                 trainer="population", population_size=2)
+    toml = tmp_path / "train.toml"
+    toml.write_text("[train]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+    vdir = tmp_path / "killed" / "variants"
+
+    def second_chunk_in_flight() -> bool:
+        return ((vdir / "v001" / "variant.json").exists()
+                and any(p.name.startswith(".tmp-v002") for p in vdir.iterdir()))
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    kill_when([sys.executable, "-m", "ensemble.cli", "train", str(toml)], env,
+              second_chunk_in_flight, timeout=300, poll=0.01)
+    assert not (vdir / "v002").exists() and not (vdir / "v003").exists()
+    res = CliRunner().invoke(main, ["status", str(tmp_path / "killed")])
+    assert res.exit_code == 0, res.output
+    states = {line.split()[0]: line.split()[1] for line in res.output.splitlines()[1:-1]}
+    assert states == {"v000": "done", "v001": "done", "v002": "interrupted",
+                      "v003": "interrupted"}
+    assert res.output.splitlines()[-1] == "2 done, 2 interrupted"
+    kept = (vdir / "v000" / "adapter_model.safetensors").stat().st_mtime_ns
+    rerun = run_train(TrainConfig.from_toml(toml), progress=False)
+    assert rerun.skipped == ["v000", "v001"] and sorted(rerun.done) == ["v002", "v003"]
+    assert (vdir / "v000" / "adapter_model.safetensors").stat().st_mtime_ns == kept
+    assert sorted(p.name for p in vdir.iterdir()) == ["train.json", "v000", "v001", "v002",
+                                                      "v003"]
+    whole = TrainConfig.from_dict({**settings, "out": str(tmp_path / "whole")})
+    assert sorted(run_train(whole, progress=False).done) == ["v000", "v001", "v002", "v003"]
+    from safetensors.torch import load_file
+
+    for vid in ("v000", "v001", "v002", "v003"):
+        a = load_file(str(vdir / vid / "adapter_model.safetensors"))
+        b = load_file(str(whole.out / "variants" / vid / "adapter_model.safetensors"))
+        assert a.keys() == b.keys()
+        assert all(float((a[k] - b[k]).abs().max()) <= 1e-6 for k in a), vid
+        assert any(float(a[k].abs().max()) > 1e-3 for k in a if "lora_B" in k)
+
+
+# --- settings, chunks, dependencies ------------------------------------------------------------
+
+def _invoke(*args):
+    from click.testing import CliRunner
+
+    from ensemble.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("key,value,want", [
+    ("loss_type", '"cispo"', "loss_type='cispo' is not covered by the population trainer (it "
+     "covers dapo, grpo, dr_grpo, bnpo); use --trainer trl"),
+    ("lora_dropout", "0.05", "lora_dropout=0.05 is not covered by the population trainer "
+     "(dropout would draw from one stream shared by all variants); use --trainer trl"),
+    ("grad_accum", "2\nloss_type = \"bnpo\"", "loss_type='bnpo' with grad_accum=2 is not "
+     "covered by the population trainer: TRL normalises it per micro-batch of a random split "
+     "of the step; use --trainer trl"),
+    ("workers", "2", "launcher='local' with workers=2 is not covered by the population "
+     "trainer, which trains its chunks in this one process; use launcher local with workers "
+     "1, or --trainer trl"),
+    ("population_size", "0", "population_size=0 must be at least 1 (variants trained "
+     "together); leave it out for as many as fit in memory"),
+])
+def test_uncovered_settings_are_refused_before_training(digit_base, zero_pool, tmp_path, key,
+                                                        value, want):
+    toml = tmp_path / "t.toml"
+    toml.write_text(f'[train]\nbase = "{digit_base}"\npool = "{zero_pool}"\nlora_rank = 8\n'
+                    f"{key} = {value}\n")
+    res = _invoke("train", toml, "--out", tmp_path / "run", "--trainer", "population")
+    assert res.exit_code == 1, res.output
+    assert res.output.strip() == f"Error: {want}"
+    assert not (tmp_path / "run" / "variants").exists()
+    if key != "population_size":  # the TRL path covers it (it is only checked, not run)
+        from train_variants.stage import check
+
+        cfg = TrainConfig.from_toml(toml, out=str(tmp_path / "run"), trainer="trl")
+        assert check(cfg).recipe["trainer"] == "trl"
+
+
+def test_use_vllm_is_refused_by_name(digit_base, zero_pool, tmp_path):
+    from train_variants.population import check_supported
+
+    cfg = cfg_for(digit_base, zero_pool, tmp_path, trainer="population", use_vllm=True)
+    with pytest.raises(ValueError) as err:
+        check_supported(cfg)
+    assert str(err.value) == ("use_vllm=true is not covered by the population trainer: it "
+                              "generates for all variants in one transformers batch; use "
+                              "--trainer trl")
+
+
+def test_trainer_flags_and_what_they_change(digit_base, zero_pool, tmp_path):
+    """--trainer names the recipe (the two trainers sample from different streams, so a
+    run directory holds one trainer's variants); --population-size changes no variant."""
+    common = ["--base", digit_base, "--pool", zero_pool, "--out", tmp_path / "r", "--variants",
+              2, "--lora-rank", 8, "--plan-only"]
+    plans = {}
+    for extra in ([], ["--trainer", "population"], ["--trainer", "population",
+                                                    "--population-size", 1]):
+        res = _invoke("train", *common, *extra)
+        assert res.exit_code == 0, res.output
+        plans[len(extra)] = {json.loads(line)["recipe_hash"] for line in res.output.splitlines()}
+    assert plans[2] == plans[4] != plans[0]
+    res = _invoke("train", *common, "--trainer", "tensorflow")
+    assert res.exit_code == 2 and "'tensorflow' is not one of 'trl', 'population'" in res.output
+
+
+def test_chunks_follow_population_size_and_memory(digit_base, zero_pool, tmp_path, monkeypatch):
+    from train_variants import population as pm
+    from train_variants.stage import run_train
+    from train_variants.trainer import load_base
+
+    cfg = cfg_for(digit_base, zero_pool, tmp_path / "run", trainer="population", variants=3,
+                  steps=1, population_size=2)
+    summary = run_train(cfg, progress=False)
+    assert sorted(summary.done) == ["v000", "v001", "v002"]
+    chunk_of = {v: json.loads((cfg.out / "variants" / v / "variant.json").read_text())
+                ["run"]["population"] for v in summary.done}
+    assert chunk_of == {"v000": ["v000", "v001"], "v001": ["v000", "v001"], "v002": ["v002"]}
+    assert pm.chunks([4, 5, 6, 7, 8], 2) == [[4, 5], [6, 7], [8]]
+    # Without population_size: as many as fit in half the free memory.
+    model, _, _ = load_base(cfg.base, "cpu", "float32")
+    auto = TrainConfig.from_dict({**cfg.to_dict(), "population_size": None})
+    one = pm.variant_bytes(model, auto, 8)
+    assert one > 16 * pm.lora_parameters(model, auto, 8) > 0
+    monkeypatch.setattr(pm, "available_memory", lambda device: 2 * 5 * one + 1)
+    assert pm.population_size(auto, model, "cpu", 200, 8) == 5
+    assert pm.population_size(auto, model, "cpu", 3, 8) == 3
+    monkeypatch.setattr(pm, "available_memory", lambda device: 0)
+    assert pm.population_size(auto, model, "cpu", 200, 8) == 1
+    assert pm.population_size(cfg, model, "cpu", 200, 8) == 2
+
+
+def test_trains_without_trl_or_vllm(digit_base, zero_pool, tmp_path):
+    """A machine with torch, transformers and peft but neither TRL nor vLLM trains a
+    population (imports of both are made to fail in a fresh process)."""
+    cfg = cfg_for(digit_base, zero_pool, tmp_path / "run", trainer="population", steps=1)
+    code = ("import json, sys\n"
+            "for m in ('trl', 'vllm'): sys.modules[m] = None  # import fails\n"
+            "from train_variants.config import TrainConfig\n"
+            "from train_variants.stage import run_train\n"
+            "s = run_train(TrainConfig.from_dict(json.loads(sys.argv[1])), progress=False)\n"
+            "assert not s.failed, s.failed\n"
+            "print(sorted(s.done), sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('trl', 'vllm') and sys.modules[m] is not None))\n")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg.to_dict())], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "['v000', 'v001'] []"
