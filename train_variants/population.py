@@ -55,10 +55,20 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 MAX_GRAD_NORM = 1.0
 WEIGHT_DECAY = 0.0
-# Micro-batch sizes: float32 logits per training micro-batch (rows x tokens x vocab) and
-# key/value cache entries per generation sub-batch.  2**27 floats are 0.5 GB.
-LOGIT_BUDGET = 2 ** 27
-KV_BUDGET = 2 ** 28
+# Bytes a training micro-batch may hold until its backward, and a generation block's
+# key/value cache, on CPU.  Small training micro-batches are faster there: a demo step's
+# loss took half the time in micro-batches of 16 rows as with all 256 rows at once
+# (fresh pages for ~1 GB of activations every step).  On CUDA: a quarter of free memory.
+CPU_TRAIN_BUDGET = 2 ** 27
+CPU_GEN_BUDGET = 2 ** 30
+
+
+def budgets(device: str) -> tuple[int, int]:
+    """(training micro-batch bytes, generation block bytes) on ``device``."""
+    if device == "cuda":
+        free = available_memory(device) // 4
+        return free, free
+    return CPU_TRAIN_BUDGET, CPU_GEN_BUDGET
 
 
 @dataclass
@@ -165,6 +175,7 @@ class Population:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: max(0.0, (steps - s) / max(1, steps)))  # transformers' linear
         self.generators = [torch.Generator().manual_seed(int(vp.sampling_seed)) for vp in vps]
+        self.train_budget, self.gen_budget = budgets(device)
         self.rows = [plan.training_rows(vp.index) for vp in vps]
         self.history: list[list[dict]] = [[] for _ in vps]
         self.samples: list[list[list[list[int]]]] = [[] for _ in vps]  # [variant][step][row]
@@ -213,31 +224,42 @@ class Population:
         return c.batch_size * c.grad_accum * c.num_generations
 
     def generate(self, rows: Rows) -> list[list[int]]:
-        """Sample every row's completion, sub-batched with the same rows of each variant."""
+        """Sample every row's completion, in blocks of the same rows of a span of variants
+        whose key/value cache fits the budget (usually one block: the whole population)."""
         import torch
 
         from train_variants.grpo_math import sample_tokens
+        from train_variants.stacked_lora import variant_span
 
         u = self.uniforms()
         per = self._rows_per_variant()
         seq = max(map(len, rows.prompts)) + self.cfg.max_completion_length
-        m = max(1, min(per, KV_BUDGET // max(1, self.n * seq * self._kv_width())))
-        out: list[list[int] | None] = [None] * len(rows.prompts)
-        self.model.eval()
-        with torch.no_grad():
-            for j in range(0, per, m):
-                idx = [v * per + k for v in range(self.n) for k in range(j, min(j + m, per))]
-                got = decode(self.model, [rows.prompts[i] for i in idx], u[idx], self.cfg,
-                             self.eos, self.pad, self.device, sample_tokens)
-                for i, c in zip(idx, got):
-                    out[i] = c
-        return out
-
-    def _kv_width(self) -> int:
         c = self.model.config.get_text_config()
         heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        return 2 * c.num_hidden_layers * heads * head_dim
+        kv = 2 * c.num_hidden_layers * heads * head_dim * self._dtype_bytes()
+        out: list[list[int] | None] = [None] * len(rows.prompts)
+        self.model.eval()
+        with torch.no_grad():
+            for lo, hi, k0, k1 in self._blocks(seq * kv, self.gen_budget):
+                idx = [v * per + k for v in range(lo, hi) for k in range(k0, k1)]
+                with variant_span(self.layers, lo, hi):
+                    got = decode(self.model, [rows.prompts[i] for i in idx], u[idx], self.cfg,
+                                 self.eos, self.pad, self.device, sample_tokens)
+                for i, comp in zip(idx, got):
+                    out[i] = comp
+        return out
+
+    def _dtype_bytes(self) -> int:
+        return self.model.get_output_embeddings().weight.element_size()
+
+    def _blocks(self, row_bytes: int, budget: int) -> list[tuple[int, int, int, int]]:
+        """``(lo, hi, k0, k1)``: rows ``k0 .. k1-1`` of variants ``lo .. hi-1``, as many rows
+        of as many variants as fit ``budget`` at ``row_bytes`` each (at least one row)."""
+        per, fit = self._rows_per_variant(), max(1, budget // max(1, row_bytes))
+        g, m = (self.n, min(per, fit // self.n)) if fit >= self.n else (fit, 1)
+        return [(lo, min(lo + g, self.n), k, min(k + m, per))
+                for lo in range(0, self.n, g) for k in range(0, per, m)]
 
     # --- rewards, loss, step ------------------------------------------------------------------
 
@@ -258,35 +280,54 @@ class Population:
         return per_func, total, group_advantages(total, self.cfg.num_generations)
 
     def loss_backward(self, rows: Rows, advantages) -> list[float]:
-        """Forward and backward over every row in micro-batches; each variant's loss."""
+        """Forward and backward over every row in micro-batches; each variant's loss.
+
+        A micro-batch holds the same number of rows of a span of variants (within a
+        variant, rows of similar length together, so little is padding).  Every row's
+        loss is divided by its variant's normaliser over the whole step first, so the
+        micro-batches' gradients add up to each variant's TRL gradient whatever the split.
+        """
         import torch
 
         from train_variants.grpo_math import row_normalisers
-        from train_variants.stacked_lora import lora_disabled
+        from train_variants.stacked_lora import lora_disabled, variant_span
 
         cfg, per = self.cfg, self._rows_per_variant()
         lens = torch.tensor([len(c) for c in rows.completions])
         width = int(lens.max())
         mask = (torch.arange(width).unsqueeze(0) < lens.unsqueeze(1)).float()
         norm = row_normalisers(cfg.loss_type, mask, self.n, cfg.max_completion_length).float()
-        vocab = self.model.get_output_embeddings().weight.shape[0]
-        m = max(1, min(per, LOGIT_BUDGET // max(1, self.n * (width + 1) * vocab)))
+        total = [len(p) + len(c) for p, c in zip(rows.prompts, rows.completions)]
+        order = [sorted(range(v * per, (v + 1) * per), key=total.__getitem__)
+                 for v in range(self.n)]
+        seq = max(map(len, rows.prompts)) + width
         losses = torch.zeros(self.n, dtype=torch.float64)
         self.model.train(cfg.gradient_checkpointing and self.device == "cuda")
-        for j in range(0, per, m):
-            idx = [v * per + k for v in range(self.n) for k in range(j, min(j + m, per))]
+        for lo, hi, k0, k1 in self._blocks(seq * self._token_bytes(), self.train_budget):
+            idx = [order[v][k] for v in range(lo, hi) for k in range(k0, k1)]
             batch = self._batch(rows, idx)
-            ref = None
-            if cfg.beta != 0.0:
-                with torch.no_grad(), lora_disabled(self.layers):
-                    ref = completion_logps(self.model, *batch, cfg.temperature)
-            logps = completion_logps(self.model, *batch, cfg.temperature)
-            part = self._row_loss(logps, advantages[idx].to(logps.device), ref, batch[2])
-            part = part / norm[idx].to(part.device)
-            part.sum().backward()
-            losses += part.detach().double().cpu().view(self.n, -1).sum(dim=1)
+            with variant_span(self.layers, lo, hi):
+                ref = None
+                if cfg.beta != 0.0:
+                    with torch.no_grad(), lora_disabled(self.layers):
+                        ref = completion_logps(self.model, *batch, cfg.temperature)
+                logps = completion_logps(self.model, *batch, cfg.temperature)
+                part = self._row_loss(logps, advantages[idx].to(logps.device), ref, batch[2])
+                part = part / norm[idx].to(part.device)
+                part.sum().backward()
+            losses[lo:hi] += part.detach().double().cpu().view(hi - lo, -1).sum(dim=1)
         self.model.eval()
         return losses.tolist()
+
+    def _token_bytes(self) -> int:
+        """What one token of a training micro-batch holds until its backward, roughly:
+        ~16 hidden-sized and 4 MLP-sized activations per layer, and float32 logits with
+        their log-softmax and gradient."""
+        c = self.model.config.get_text_config()
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        inter = getattr(c, "intermediate_size", None) or 4 * c.hidden_size
+        return (c.num_hidden_layers * (16 * c.hidden_size + 4 * inter) * self._dtype_bytes()
+                + 12 * vocab)
 
     def _row_loss(self, logps, adv, ref, cmask):
         from train_variants.grpo_math import per_token_loss
@@ -343,6 +384,7 @@ class Population:
         per_func, total, adv = self.score(rows)
         losses = self.loss_backward(rows, adv)
         norms = self.clip()
+        lr = self.opt.param_groups[0]["lr"]
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
@@ -355,7 +397,7 @@ class Population:
             self.history[v].append({
                 "step": step + 1, "reward": float(r.mean()), "reward_std": float(r.std()),
                 "rewards/correct/mean": float(per_func[sl, 0].mean()), "loss": losses[v],
-                "grad_norm": float(norms[v]),
+                "grad_norm": float(norms[v]), "learning_rate": lr,
                 "completions/mean_length": sum(map(len, rows.completions[sl])) / per,
                 "step_time": seconds})
         return rows

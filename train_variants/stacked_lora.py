@@ -37,10 +37,16 @@ class StackedLoRALinear(nn.Module):
         super().__init__()
         self.base_layer = base_layer
         dev = base_layer.weight.device
-        self.lora_A = nn.Parameter(torch.zeros(n, rank, base_layer.in_features, device=dev))
-        self.lora_B = nn.Parameter(torch.zeros(n, base_layer.out_features, rank, device=dev))
-        self.register_buffer("scaling", torch.ones(n, device=dev))
+        # PEFT's adapter dtype: the base's, but float32 under a 16-bit base.
+        dtype = base_layer.weight.dtype
+        dtype = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+        self.lora_A = nn.Parameter(torch.zeros(n, rank, base_layer.in_features, device=dev,
+                                               dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(n, base_layer.out_features, rank, device=dev,
+                                               dtype=dtype))
+        self.register_buffer("scaling", torch.ones(n, device=dev, dtype=dtype))
         self.enabled = True
+        self.span = (0, n)  # the variants a batch holds rows of (see :func:`variant_span`)
 
     @property
     def n(self) -> int:
@@ -50,13 +56,14 @@ class StackedLoRALinear(nn.Module):
         result = self.base_layer(x)
         if not self.enabled:
             return result
-        n, rows = self.n, x.shape[0]
+        lo, hi = self.span
+        n, rows = hi - lo, x.shape[0]
         if rows % n:
             raise ValueError(f"a batch of {rows} rows cannot be split over {n} variants: the "
                              "population trainer lays out the same number of rows per variant")
         xv = x.to(self.lora_A.dtype).reshape(n, -1, x.shape[-1])  # (n, R*S, in)
-        h = torch.bmm(xv, self.lora_A.transpose(1, 2))  # (n, R*S, r)
-        delta = torch.bmm(h, self.lora_B.transpose(1, 2)) * self.scaling.view(n, 1, 1)
+        h = torch.bmm(xv, self.lora_A[lo:hi].transpose(1, 2))  # (n, R*S, r)
+        delta = torch.bmm(h, self.lora_B[lo:hi].transpose(1, 2)) * self.scaling[lo:hi].view(n, 1, 1)
         return (result + delta.reshape(*result.shape)).to(result.dtype)
 
 
@@ -130,6 +137,19 @@ def lora_disabled(layers: dict[str, StackedLoRALinear]):
             layer.enabled = True
 
 
+@contextlib.contextmanager
+def variant_span(layers: dict[str, StackedLoRALinear], lo: int, hi: int):
+    """Batches of rows of variants ``lo .. hi-1`` only (a micro-batch over a slice of the
+    population: memory need not grow with the population)."""
+    for layer in layers.values():
+        layer.span = (lo, hi)
+    try:
+        yield
+    finally:
+        for layer in layers.values():
+            layer.span = (0, layer.n)
+
+
 def set_variant(layers: dict[str, StackedLoRALinear], slot: int,
                 weights: dict[str, tuple[torch.Tensor, torch.Tensor]], scaling: float) -> None:
     """Load one variant's ``(A (r, in), B (out, r))`` per module into slot ``slot``.
@@ -150,9 +170,9 @@ def set_variant(layers: dict[str, StackedLoRALinear], slot: int,
 
 def get_variant(layers: dict[str, StackedLoRALinear], slot: int,
                 rank: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Slot ``slot``'s weights at its own ``rank`` (copies on the CPU, float32)."""
-    return {name: (layer.lora_A[slot, :rank].detach().float().cpu().clone(),
-                   layer.lora_B[slot, :, :rank].detach().float().cpu().clone())
+    """Slot ``slot``'s weights at its own ``rank`` (copies on the CPU)."""
+    return {name: (layer.lora_A[slot, :rank].detach().cpu().clone(),
+                   layer.lora_B[slot, :, :rank].detach().cpu().clone())
             for name, layer in layers.items()}
 
 
@@ -185,8 +205,8 @@ def peft_init(model: nn.Module, config, seed: int) -> dict[str, tuple[torch.Tens
     torch.manual_seed(seed)
     peft_model = get_peft_model(model, config)
     try:
-        return {name: (m.lora_A["default"].weight.detach().float().cpu().clone(),
-                       m.lora_B["default"].weight.detach().float().cpu().clone())
+        return {name: (m.lora_A["default"].weight.detach().cpu().clone(),
+                       m.lora_B["default"].weight.detach().cpu().clone())
                 for name, m in _peft_layers(peft_model).items()}
     finally:
         peft_model.unload()
