@@ -2,7 +2,7 @@
 
 Run from the repository root (one thread, as the demo trains)::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_train.py                # all CPU cases, ~15-25 min
+    OMP_NUM_THREADS=1 python benchmarks/bench_train.py        # all CPU cases, ~15-25 min
     python benchmarks/bench_train.py --models demo --n 4,16           # a selection
     python benchmarks/bench_train.py --device cuda                    # a GPU box: random ~0.5B model
     python benchmarks/bench_train.py --overhead [--quick]             # TRL per-step/process costs
@@ -185,7 +185,9 @@ def worker(spec: dict) -> dict:
     if cfg.trainer == "trl":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import trl  # noqa: F401 - imported before the clock starts
+            import trl  # imported before the clock starts
+
+            del trl
     device = resolve_device(cfg)
     if device == "cpu":
         torch.set_num_threads(cfg.cpu_threads or 1)
@@ -276,8 +278,8 @@ def compare(args) -> None:
                           f"{r['variant_steps'] / r['seconds']:7.2f} variant-steps/s  peak "
                           f"{_mb(r['peak'])} MB (base loaded: {_mb(r['loaded'])} MB)", flush=True)
                 rows.append((model, n, steps, res))
-        print(f"\n| model | N | steps | population variant-steps/s | TRL variant-steps/s | "
-              f"ratio | peak MB population (base) | peak MB TRL (base) |")
+        print("\n| model | N | steps | population variant-steps/s | TRL variant-steps/s | "
+              "ratio | peak MB population (base) | peak MB TRL (base) |")
         print("|---|---|---|---|---|---|---|---|")
         for model, n, steps, res in rows:
             p = res["population"]

@@ -55,12 +55,14 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 MAX_GRAD_NORM = 1.0
 WEIGHT_DECAY = 0.0
-# Bytes a training micro-batch may hold until its backward, and a generation block's
-# key/value cache, on CPU.  Small training micro-batches are faster there: a demo step's
-# loss took half the time in micro-batches of 16 rows as with all 256 rows at once
-# (fresh pages for ~1 GB of activations every step).  On CUDA: a quarter of free memory.
+# On CPU: bytes a training micro-batch may hold until its backward, and bytes of one
+# layer's key (or value) cache in a generation block.  Smaller blocks are faster there:
+# a demo step's loss took half the time in micro-batches of 16 rows as with all 256 rows
+# at once, and generating for 64 variants half the time in blocks of 128 rows as in one
+# of 1,024 (the cache grows by a copy each token; tensors above glibc's ~32 MB mmap
+# threshold get fresh pages every time).  On CUDA: a quarter of the free memory for each.
 CPU_TRAIN_BUDGET = 2 ** 27
-CPU_GEN_BUDGET = 2 ** 30
+CPU_GEN_BUDGET = 2 ** 24
 
 
 def budgets(device: str) -> tuple[int, int]:
@@ -107,7 +109,8 @@ def check_supported(cfg: TrainConfig) -> None:
                          "split of the step" + fix)
     if cfg.lora_dropout > 0:
         raise ValueError(f"lora_dropout={cfg.lora_dropout} is not covered by the population "
-                         "trainer (dropout would draw from one stream shared by all variants)" + fix)
+                         "trainer (dropout would draw from one stream shared by all "
+                         "variants)" + fix)
     if cfg.launcher != "local" or cfg.workers != 1:
         raise ValueError(f"launcher={cfg.launcher!r} with workers={cfg.workers} is not covered by "
                          "the population trainer, which trains its chunks in this one process; "
@@ -176,6 +179,11 @@ class Population:
             self.opt, lambda s: max(0.0, (steps - s) / max(1, steps)))  # transformers' linear
         self.generators = [torch.Generator().manual_seed(int(vp.sampling_seed)) for vp in vps]
         self.train_budget, self.gen_budget = budgets(device)
+        # As the TRL path: activations recomputed in the backward on GPUs when asked for.
+        self.checkpointing = bool(cfg.gradient_checkpointing and device == "cuda")
+        if self.checkpointing:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
         self.rows = [plan.training_rows(vp.index) for vp in vps]
         self.history: list[list[dict]] = [[] for _ in vps]
         self.samples: list[list[list[list[int]]]] = [[] for _ in vps]  # [variant][step][row]
@@ -237,7 +245,9 @@ class Population:
         c = self.model.config.get_text_config()
         heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        kv = 2 * c.num_hidden_layers * heads * head_dim * self._dtype_bytes()
+        # On CPU the budget bounds one layer's key (or value) tensor, on CUDA the whole cache.
+        kv = heads * head_dim * self._dtype_bytes()
+        kv *= 1 if self.device == "cpu" else 2 * c.num_hidden_layers
         out: list[list[int] | None] = [None] * len(rows.prompts)
         self.model.eval()
         with torch.no_grad():
@@ -302,7 +312,7 @@ class Population:
                  for v in range(self.n)]
         seq = max(map(len, rows.prompts)) + width
         losses = torch.zeros(self.n, dtype=torch.float64)
-        self.model.train(cfg.gradient_checkpointing and self.device == "cuda")
+        self.model.train(self.checkpointing)  # transformers checkpoints in train mode only
         for lo, hi, k0, k1 in self._blocks(seq * self._token_bytes(), self.train_budget):
             idx = [order[v][k] for v in range(lo, hi) for k in range(k0, k1)]
             batch = self._batch(rows, idx)
@@ -411,6 +421,8 @@ class Population:
         from train_variants.stacked_lora import uninstall
 
         uninstall(self.model, self.layers)
+        if self.checkpointing:
+            self.model.gradient_checkpointing_disable()
         self.opt = self.sched = None
 
 
@@ -551,6 +563,7 @@ def launch_population(cfg: TrainConfig, plan: Plan, indices: list[int],
     import transformers  # noqa: F401
 
     import_s = time.perf_counter() - t_import
+    del peft, transformers
     device = resolve_device(cfg)
     check_supported(cfg)
     dtype = resolve_dtype(cfg, device)
@@ -632,8 +645,9 @@ def train_chunk(cfg: TrainConfig, plan: Plan, vps: list[VariantPlan], model, tok
             for s in range(cfg.steps):
                 pop.step(s)
                 if bar is not None:
+                    mean = sum(h[-1]["rewards/correct/mean"] for h in pop.history) / len(todo)
                     bar.update(1)
-                    bar.set_postfix(reward=f"{sum(h[-1]['rewards/correct/mean'] for h in pop.history) / len(todo):.3f}")
+                    bar.set_postfix(reward=f"{mean:.3f}")
             train_s = time.perf_counter() - t_train
             if bar is not None:
                 bar.close()
