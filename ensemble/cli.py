@@ -247,7 +247,7 @@ def run(config, out, fresh):
 @config_options(TrainConfig, (
     "out", "steps", "lora_rank", "mask_fraction", "seed", "problem_field", "answer_field",
     "id_field", "split", "limit", "launcher", "workers", "gpus_per_variant", "micro_batch",
-    "device"))
+    "device", "trainer", "population_size"))
 @click.option("--plan-only", is_flag=True, help="Print the plan as JSON lines; train nothing.")
 def train(config, variants, plan_only, **flags):
     """Train a population of LoRA variants of one base with one GRPO recipe.

@@ -17,6 +17,9 @@ from ensemble.core.models import LORA_RANKS
 from ensemble.core.prompts import DEFAULT_TEMPLATE, check_template
 
 LAUNCHERS = ("local", "ray")
+# trl: one TRL GRPOTrainer per variant (the reference); population: the variants of a chunk
+# trained together on one base (train_variants.population)
+TRAINERS = ("trl", "population")
 MAX_VARIANTS = 100_000
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -130,6 +133,16 @@ class TrainConfig(StrictConfig):
     gpu_memory_gb: float | None = setting(None, "One GPU's memory [default: the visible "
                                           "GPU's, else 80].", run_only=True)
     # --- where it runs ------------------------------------------------------------------
+    # "trl": one GRPOTrainer per variant (the reference); "population": the variants of a
+    # chunk trained together on one copy of the base (train_variants.population).  Named in
+    # the recipe: the two sample from different random streams, so their variants differ.
+    trainer: str = setting("trl", "trl: one TRL GRPOTrainer per variant; population: the "
+                           "variants of a chunk trained together on one copy of the base.",
+                           choices=TRAINERS)
+    # Chunking only decides which variants share a pass; each samples from its own stream.
+    population_size: int | None = setting(None, "Variants trained together by the "
+                                          "population trainer [default: all that fit in "
+                                          "half the free memory].", run_only=True)
     launcher: str = setting("local", "local: this machine; ray: one worker per variant slot.",
                             choices=LAUNCHERS, run_only=True)
     workers: int = setting(1, "Local worker processes, each with --gpus-per-variant GPUs; "
@@ -202,6 +215,9 @@ class TrainConfig(StrictConfig):
                 raise ValueError(f"{name}={getattr(self, name)} must be 0 or more") from None
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads={self.cpu_threads} must be at least 1")
+        if self.population_size is not None and self.population_size < 1:
+            raise ValueError(f"population_size={self.population_size} must be at least 1 (variants "
+                             "trained together); leave it out for as many as fit in memory")
         if self.cpus_per_variant <= 0:
             raise ValueError(f"cpus_per_variant={self.cpus_per_variant} must be positive")
         for name in ("gpus_per_variant", "micro_batch", "vllm_max_model_len"):

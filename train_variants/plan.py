@@ -114,6 +114,11 @@ def recipe_of(cfg: TrainConfig, pool: list[Problem], kind: str, base: dict,
                                         "gradient_checkpointing", "base", "pool", "split",
                                         "limit", "problem_field", "answer_field", "id_field",
                                         "kind"}
+    # The reference trainer is left unnamed, so recipes planned before there were two
+    # trainers keep their hash (and their run directories resume); the population
+    # trainer samples from other streams, so it is part of its variants' recipe.
+    if cfg.trainer == "trl":
+        drop.add("trainer")
     # Varied factors are not part of the recipe; the choices they are drawn from are.
     if "init_seed" in cfg.vary:
         drop.add("init_seed")

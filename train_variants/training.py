@@ -62,6 +62,10 @@ def check(cfg: TrainConfig, device: str | None = None) -> Plan:
     """
     device = device or resolve_device(cfg)
     wants_vllm(cfg, device)
+    if cfg.trainer == "population":
+        from train_variants.population import check_supported
+
+        check_supported(cfg)
     base = base_fingerprint(cfg.base)
     plan = make_plan(cfg, base=base)
     _check_population(cfg, plan)

@@ -96,6 +96,10 @@ def gpu_slots(workers: int, per_worker: int, visible: int) -> list[list[int]]:
 def launch(cfg: TrainConfig, plan: Plan, indices: list[int],
            report: Callable[[VariantResult], None], progress: bool = True) -> None:
     """Train the variants ``indices`` with ``cfg.launcher``; ``report`` gets each result."""
+    if cfg.trainer == "population":
+        from train_variants.population import launch_population
+
+        return launch_population(cfg, plan, indices, report, progress=progress)
     if cfg.launcher == "ray":
         return run_ray(cfg, indices, report)
     if cfg.workers == 1:
