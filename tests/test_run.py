@@ -180,12 +180,17 @@ def test_every_preset_parses_and_builds_its_stage_configs(name):
     assert answer.repetition_models >= 2  # the control is several models
     assert vote.estimator == "exact" and vote.bootstrap >= 1000
     expected = {"demo.toml": ("demo", "synthetic:200:d2:s99:small", 32),
-                "smollm2-arith.toml": ("smollm2-135m", "synthetic:40:d1:s99", 4),
+                "smollm2-arith.toml": ("smollm2-135m", "synthetic:100:d1:s99:add2", 8),
                 "paper-aime24.toml": ("Qwen/Qwen3-30B-A3B", "aime24", 200)}[name]
     assert (cfg.base, answer.benchmark, train.variants) == expected
     if name == "demo.toml":  # sized for power (issue 15): the gap's CI near +-0.05 or less
         assert train.variants >= 32 and answer.repetition_models >= 8
         assert answer.repetition_samples >= 6 and cfg.base == "demo" and not cfg.pretrain
+    if name in ("demo.toml", "smollm2-arith.toml"):  # issue 14: the population trainer
+        assert train.trainer == "population"
+    if name == "smollm2-arith.toml":  # issue 15: a task SmolLM2 learns, shown by example
+        assert train.pool.endswith(":add2") and "\\boxed{{" in train.prompt_template
+        assert train.prompt_template == answer.prompt_template and train.variants >= 8
     if name == "paper-aime24.toml":
         # Expert (3-D) LoRA on the MoE base is 8 GB an adapter and vLLM cannot serve it.
         assert set(train.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
