@@ -180,6 +180,11 @@ class TrainConfig(StrictConfig):
                              f"{', '.join(FACTORS)}")
         if len(set(self.vary)) != len(self.vary):
             raise ValueError(f"vary={list(self.vary)} names a factor twice")
+        self._check_recipe()
+        self._check_run()
+
+    def _check_recipe(self) -> None:
+        """The population's sizes, the LoRA and GRPO settings, the prompt and the seeds."""
         for name in ("variants", "steps", "batch_size", "grad_accum", "num_generations",
                      "max_completion_length", "workers"):
             if int(getattr(self, name)) < 1:
@@ -213,6 +218,9 @@ class TrainConfig(StrictConfig):
                 check_seed(getattr(self, name))
             except ValueError:
                 raise ValueError(f"{name}={getattr(self, name)} must be 0 or more") from None
+
+    def _check_run(self) -> None:
+        """Where and how the work runs: threads, chunks, the GPU budget, micro-batches."""
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads={self.cpu_threads} must be at least 1")
         if self.population_size is not None and self.population_size < 1:

