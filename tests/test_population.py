@@ -625,8 +625,11 @@ def test_killed_chunk_is_retrained_to_the_uninterrupted_result(digit_base, zero_
     vdir = tmp_path / "killed" / "variants"
 
     def second_chunk_in_flight() -> bool:
+        # The chunk claims its variants one after the other: wait for the last claim
+        # (v003's running.json), or a kill in between leaves v003 rightly "pending".
         return ((vdir / "v001" / "variant.json").exists()
-                and any(p.name.startswith(".tmp-v002") for p in vdir.iterdir()))
+                and any(p.name.startswith(".tmp-v003") and (p / "running.json").exists()
+                        for p in vdir.iterdir()))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     kill_when([sys.executable, "-m", "ensemble.cli", "train", str(toml)], env,
