@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ensemble.core.files import table_read_errors
 from ensemble.core.rundir import RunDir
 
 REQUIRED = ("condition", "model_id", "problem_id", "sample", "answer", "gold")
@@ -54,7 +55,7 @@ def answer_files(path: Path) -> list[Path]:
 
 def _read_one(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
-    try:
+    with table_read_errors(path, AnswersError):
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix == ".csv":
@@ -62,11 +63,6 @@ def _read_one(path: Path) -> pd.DataFrame:
                                keep_default_na=False, na_values=[""])
         if suffix in (".jsonl", ".json"):
             return pd.read_json(path, lines=suffix == ".jsonl", dtype={"answer": str, "gold": str})
-    except UnicodeDecodeError as exc:
-        raise AnswersError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it "
-                           "as UTF-8, or as .parquet") from None
-    except (ValueError, OSError) as exc:
-        raise AnswersError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from exc
     raise AnswersError(f"{path}: unknown format {suffix!r}; use .parquet, .csv or .jsonl")
 
 

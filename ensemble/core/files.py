@@ -24,6 +24,22 @@ def _umask() -> int:
 
 
 @contextmanager
+def table_read_errors(path: Path, error: type[Exception]) -> Iterator[None]:
+    """Turn a data file's decoding and parsing errors into one ``error`` naming the file.
+
+    Answers and problem sets are read from the same formats and fail the same ways: not
+    UTF-8 (say how to fix it), or not what the suffix promises (name the suffix).
+    """
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
+                    "UTF-8, or as .parquet") from None
+    except (ValueError, OSError) as exc:
+        raise error(f"{path}: cannot be read as {path.suffix.lower()[1:]} ({exc})") from exc
+
+
+@contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 

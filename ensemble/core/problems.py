@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble.core.files import table_read_errors
+
 
 class ProblemSetError(ValueError):
     """A problem set cannot be used as given; the message names the source and the fix."""
@@ -52,7 +54,7 @@ def _rows_from_file(path: Path) -> list[dict]:
     if path.is_dir():
         raise ProblemSetError(f"{path} is a directory; give a problem file (.jsonl, .json, "
                               ".parquet or .csv)")
-    try:
+    with table_read_errors(path, ProblemSetError):
         if suffix == ".jsonl":
             with path.open() as fh:
                 return [json.loads(line) for line in fh if line.strip()]
@@ -67,11 +69,6 @@ def _rows_from_file(path: Path) -> list[dict]:
             df = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(
                 path, dtype=str, keep_default_na=False)
             return df.to_dict(orient="records")
-    except UnicodeDecodeError as exc:
-        raise ProblemSetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save "
-                              "it as UTF-8, or as .parquet") from None
-    except (ValueError, OSError) as exc:
-        raise ProblemSetError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from exc
     raise ProblemSetError(f"{path}: unknown format {suffix!r}; use .jsonl, .json, .parquet or .csv")
 
 
