@@ -54,6 +54,21 @@ def load_fit(votes: Votes, votes_dir: Path) -> FitResult:
     return fit
 
 
+def _k_axis(ax, kmax: int, which: str = "x") -> None:
+    """A log axis of voter counts labelled 1, 2, 4, ... (matplotlib's default says 2×10⁰)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    ticks = [2 ** i for i in range(int(np.log2(max(kmax, 1))) + 1)]
+    if len(ticks) > 9:  # thousands of voters: every other power of two
+        ticks = ticks[::2]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())
+
+
 def scaling_figure(votes: Votes, fit: FitResult, path: Path) -> Path:
     """Accuracy versus k on a log axis: both conditions, CI bands, fitted lines, pass@k."""
     import matplotlib
@@ -83,7 +98,7 @@ def scaling_figure(votes: Votes, fit: FitResult, path: Path) -> Path:
             if sat is not None and sat.converged and sat.beta >= 0.01:
                 ax.plot(kk, sat.predict(kk), ls="-.", color=color, lw=1.0, alpha=0.6,
                         label=f"{cond}: saturating {sat.c:.3f} − {sat.d:.3f}·k^−{sat.beta:.2f}")
-    ax.set_xscale("log")
+    _k_axis(ax, int(votes.curve["k"].max()))
     ax.set_xlabel("committee size k (log scale)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
@@ -166,9 +181,9 @@ def diversity_figure(div: pd.DataFrame, meta: dict, path: Path) -> Path:
         a2.fill_between(d["k"], d["headroom_ci_low"], d["headroom_ci_high"], color=color,
                         alpha=0.15, lw=0)
     for ax in (a1, a2):
-        ax.set_xscale("log")
+        _k_axis(ax, kmax)
         ax.set_xlabel("committee size k")
-    a1.set_yscale("log")
+    _k_axis(a1, kmax, which="y")
     a1.set_ylabel("effective independent voters")
     a1.set_title("Voters worth, given the problem")
     a1.legend(loc="upper left", fontsize=8)
