@@ -28,3 +28,19 @@ def shared_data() -> Path:
         pytest.skip(f"{SHARED_DATA} not found (the shared data sets sit beside the checkout)")
     return SHARED_DATA
 
+
+
+# The digit model and its pool, for the training tests (test_train, test_population):
+# built once per session, not once per file.
+@pytest.fixture(scope="session")
+def digit_base(tmp_path_factory) -> Path:
+    from tests.train_helpers import build_digit_model
+
+    return build_digit_model(tmp_path_factory.mktemp("digit") / "base")
+
+
+@pytest.fixture(scope="session")
+def zero_pool(tmp_path_factory) -> Path:
+    from tests.train_helpers import write_zero_pool
+
+    return write_zero_pool(tmp_path_factory.mktemp("pool") / "pool.jsonl", n=24)

@@ -23,25 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.train_helpers import build_digit_model, tiny_train_config, write_zero_pool  # noqa: E402
+from tests.train_helpers import cfg_for, tiny_train_config  # noqa: E402
 from train_variants.config import TrainConfig  # noqa: E402
 from train_variants.plan import make_plan  # noqa: E402
 
 from ensemble.core.models import DEMO_BASE_DIR as DEMO_BASE  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def digit_base(tmp_path_factory) -> Path:
-    return build_digit_model(tmp_path_factory.mktemp("pop") / "base")
-
-
-@pytest.fixture(scope="session")
-def zero_pool(tmp_path_factory) -> Path:
-    return write_zero_pool(tmp_path_factory.mktemp("pool") / "pool.jsonl", n=24)
-
-
-def cfg_for(base, pool, out, **kw) -> TrainConfig:
-    return TrainConfig.from_dict(tiny_train_config(base, pool, out, cpu_threads=1, **kw))
 
 
 def fixed_completions(tok, n_rows: int, max_len: int, seed: int) -> list[list[int]]:

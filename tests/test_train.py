@@ -22,23 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) does not add the cwd
     sys.path.insert(0, str(ROOT))
 
-from tests.train_helpers import build_digit_model, tiny_train_config, write_zero_pool
+from tests.train_helpers import cfg_for, tiny_train_config, write_zero_pool
 from train_variants.config import TrainConfig, parse_variants
 from train_variants.plan import VARIED_FIELDS, make_plan, plan_lines
-
-
-@pytest.fixture(scope="session")
-def digit_base(tmp_path_factory) -> Path:
-    return build_digit_model(tmp_path_factory.mktemp("train") / "base")
-
-
-@pytest.fixture(scope="session")
-def zero_pool(tmp_path_factory) -> Path:
-    return write_zero_pool(tmp_path_factory.mktemp("pool") / "pool.jsonl", n=24)
-
-
-def cfg_for(base, pool, out, **kw) -> TrainConfig:
-    return TrainConfig.from_dict(tiny_train_config(base, pool, out, cpu_threads=1, **kw))
 
 
 @pytest.fixture(scope="module")

@@ -72,3 +72,10 @@ def tiny_train_config(base, pool, out, **kw) -> dict:
             "steps": 2, "batch_size": 2, "num_generations": 4, "max_completion_length": 1,
             "lora_rank": 8, "lora_alpha": 16.0, "learning_rate": 5e-2, "mask_fraction": 0.25,
             "gradient_checkpointing": False, "device": "cpu", **kw}
+
+
+def cfg_for(base, pool, out, **kw):
+    """``tiny_train_config`` as a checked ``TrainConfig``, on one CPU thread."""
+    from train_variants.config import TrainConfig
+
+    return TrainConfig.from_dict(tiny_train_config(base, pool, out, cpu_threads=1, **kw))
