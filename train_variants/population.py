@@ -34,22 +34,20 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import socket
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ensemble.core.files import write_json
+from ensemble.core.files import BuildDir, write_json
 from train_variants.config import TrainConfig
 from train_variants.plan import Plan, VariantPlan
 from ensemble.core.rundir import VARIANT_MARKER, RunDir
 from train_variants.gpus import resolve_device, resolve_dtype
 from train_variants.trainer import (RUNNING_FILE, TMP_PREFIX, CorrectReward, VariantResult,
                                     _curves, cpu_threads, format_reward, load_base,
-                                    variant_record, variants_dir)
+                                    record_failure, variant_record, variants_dir)
 
 TRAINER = "population"
 # transformers' TrainingArguments defaults, which the TRL path leaves as they are.
@@ -588,31 +586,24 @@ def launch_population(cfg: TrainConfig, plan: Plan, indices: list[int],
         torch.set_num_threads(before)
 
 
-def _claim(cfg: TrainConfig, vps: list[VariantPlan], started: float) -> dict[str, Path]:
-    """A temp dir with ``running.json`` per variant: ``ensemble status`` shows them running."""
+def _claim(cfg: TrainConfig, vps: list[VariantPlan], started: float) -> dict[str, BuildDir]:
+    """A build dir with ``running.json`` per variant: ``ensemble status`` shows them running."""
     vdir, host, pid = variants_dir(cfg), socket.gethostname(), os.getpid()
-    tmps = {}
+    builds = {}
     for vp in vps:
-        tmp = vdir / f"{TMP_PREFIX}{vp.id}-{host}-{pid}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        write_json(tmp / RUNNING_FILE, {"id": vp.id, "host": host, "pid": pid,
-                                        "started": started, "trainer": TRAINER,
-                                        "population": [v.id for v in vps]})
-        tmps[vp.id] = tmp
-    return tmps
+        build = BuildDir(vdir / vp.id, VARIANT_MARKER, f"{TMP_PREFIX}{vp.id}-{host}-{pid}")
+        write_json(build.open().path / RUNNING_FILE, {
+            "id": vp.id, "host": host, "pid": pid, "started": started, "trainer": TRAINER,
+            "population": [v.id for v in vps]})
+        builds[vp.id] = build
+    return builds
 
 
-def _fail(cfg: TrainConfig, vp: VariantPlan, tmp: Path | None, exc: BaseException,
+def _fail(cfg: TrainConfig, vp: VariantPlan, build: BuildDir | None, exc: BaseException,
           started: float, seconds: float) -> VariantResult:
-    if tmp is not None:
-        shutil.rmtree(tmp, ignore_errors=True)
-    msg = f"{type(exc).__name__}: {exc}"
-    write_json(RunDir(cfg.out).failed_dir / f"{vp.id}.json", {
-        "id": vp.id, "index": vp.index, "error": msg, "host": socket.gethostname(),
-        "pid": os.getpid(), "started": started, "failed": time.time(), "trainer": TRAINER,
-        "traceback": traceback.format_exc()[-4000:]})
+    if build is not None:
+        build.discard()
+    msg = record_failure(cfg, vp, exc, started, trainer=TRAINER)
     return VariantResult(vp.id, "failed", seconds, error=msg)
 
 
@@ -635,9 +626,9 @@ def train_chunk(cfg: TrainConfig, plan: Plan, vps: list[VariantPlan], model, tok
     if not todo:
         return results
     t0, started = time.perf_counter(), time.time()
-    tmps: dict[str, Path] = {}
+    builds: dict[str, BuildDir] = {}
     try:
-        tmps = _claim(cfg, todo, started)
+        builds = _claim(cfg, todo, started)
         t_build = time.perf_counter()
         pop = Population(cfg, plan, todo, model, tok, device, inits=inits, **population_kw)
         build_s = time.perf_counter() - t_build
@@ -659,26 +650,22 @@ def train_chunk(cfg: TrainConfig, plan: Plan, vps: list[VariantPlan], model, tok
             gc.collect()
     except Exception as exc:  # noqa: BLE001 - the chunk failed; other chunks go on
         seconds = time.perf_counter() - t0
-        return results + [_fail(cfg, vp, tmps.get(vp.id), exc, started, seconds) for vp in todo]
+        return results + [_fail(cfg, vp, builds.get(vp.id), exc, started, seconds)
+                          for vp in todo]
     run = {**(timing or {}), "build_seconds": round(build_s, 3), "train_seconds": round(train_s, 3)}
     for i, vp in enumerate(todo):
         try:
-            meta = _save(cfg, plan, pop, i, weights[i], tmps[vp.id], model, device, dtype,
-                         started, t0, run)
-            final = vdir / vp.id
-            try:
-                os.rename(tmps[vp.id], final)
-            except OSError:
-                if (final / VARIANT_MARKER).exists():  # another process finished it first
-                    shutil.rmtree(tmps[vp.id], ignore_errors=True)
-                    results.append(VariantResult(vp.id, "skipped"))
-                    continue
-                raise
+            meta = _save(cfg, plan, pop, i, weights[i], builds[vp.id].path, model, device,
+                         dtype, started, t0, run)
+            if not builds[vp.id].place():  # another process finished it first
+                results.append(VariantResult(vp.id, "skipped"))
+                continue
             (RunDir(cfg.out).failed_dir / f"{vp.id}.json").unlink(missing_ok=True)
             results.append(VariantResult(vp.id, "done", time.perf_counter() - t0,
                                          metrics=meta["metrics"]))
         except Exception as exc:  # noqa: BLE001 - this variant's save failed
-            results.append(_fail(cfg, vp, tmps[vp.id], exc, started, time.perf_counter() - t0))
+            results.append(_fail(cfg, vp, builds[vp.id], exc, started,
+                                 time.perf_counter() - t0))
     return results
 
 

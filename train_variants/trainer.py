@@ -331,12 +331,22 @@ def train_variant(cfg: TrainConfig, vp: VariantPlan, plan: Plan,
         (run.failed_dir / f"{vp.id}.json").unlink(missing_ok=True)
         return VariantResult(vp.id, "done", time.perf_counter() - t0, metrics=meta["metrics"])
     except Exception as exc:  # noqa: BLE001 - any failure is recorded, the others go on
-        msg = f"{type(exc).__name__}: {exc}"
-        write_json(run.failed_dir / f"{vp.id}.json", {
-            "id": vp.id, "index": vp.index, "error": msg, "host": host, "pid": pid,
-            "started": started, "failed": time.time(),
-            "traceback": traceback.format_exc()[-4000:]})
+        msg = record_failure(cfg, vp, exc, started)
         return VariantResult(vp.id, "failed", time.perf_counter() - t0, error=msg)
+
+
+def record_failure(cfg: TrainConfig, vp: VariantPlan, exc: BaseException, started: float,
+                   **extra) -> str:
+    """Write ``variants/.failed/<vid>.json`` for the exception being handled; its message.
+
+    Called inside the ``except`` block: the record keeps the end of the traceback.
+    """
+    msg = f"{type(exc).__name__}: {exc}"
+    write_json(RunDir(cfg.out).failed_dir / f"{vp.id}.json", {
+        "id": vp.id, "index": vp.index, "error": msg, "host": socket.gethostname(),
+        "pid": os.getpid(), "started": started, "failed": time.time(), **extra,
+        "traceback": traceback.format_exc()[-4000:]})
+    return msg
 
 
 def cpu_threads(cfg: TrainConfig) -> int:

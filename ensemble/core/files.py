@@ -293,6 +293,19 @@ class BuildDir:
         self.placed = False
 
     def __enter__(self) -> "BuildDir":
+        return self.open()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.discard()
+        else:
+            self.place()
+        return False
+
+    # The steps of the ``with`` block, for builds that outlive one block (the population
+    # trainer opens one per variant, trains them together, then places each).
+    def open(self) -> "BuildDir":
+        """Create the temporary directory (removing a dead process's leftover)."""
         import shutil
 
         self.final.parent.mkdir(parents=True, exist_ok=True)
@@ -300,12 +313,16 @@ class BuildDir:
         self.path.mkdir()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def discard(self) -> None:
+        """Remove the temporary directory: the build failed."""
         import shutil
 
-        if exc_type is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def place(self) -> bool:
+        """Rename the finished build onto ``final``; False if another process was first."""
+        import shutil
+
         mask = _umask()  # files of tempfile and safetensors are private; a cache need not be
         self.path.chmod(0o777 & ~mask)
         for f in self.path.iterdir():
@@ -318,10 +335,10 @@ class BuildDir:
             self.placed = True
         except OSError:
             if not (self.final / self.marker).exists():
-                shutil.rmtree(self.path, ignore_errors=True)
+                self.discard()
                 raise
-            shutil.rmtree(self.path, ignore_errors=True)  # another process won the race
-        return False
+            self.discard()  # another process won the race
+        return self.placed
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two directories in one atomic step; False where the system cannot.
 
