@@ -47,7 +47,8 @@ from ensemble.core.rundir import VARIANT_MARKER, RunDir
 from train_variants.gpus import resolve_device, resolve_dtype
 from train_variants.trainer import (RUNNING_FILE, TMP_PREFIX, CorrectReward, VariantResult,
                                     _curves, cpu_threads, format_reward, load_base,
-                                    record_failure, variant_record, variants_dir)
+                                    record_failure, training_metrics, variant_record,
+                                    variants_dir)
 
 TRAINER = "population"
 # transformers' TrainingArguments defaults, which the TRL path leaves as they are.
@@ -697,16 +698,7 @@ def _save(cfg: TrainConfig, plan: Plan, pop: Population, slot: int, weights: dic
         num = sum(float((w - init[k][j]).pow(2).sum()) for k, ab in weights.items()
                   for j, w in enumerate(ab))
         den = sum(float(w.pow(2).sum()) for ab in init.values() for w in ab)
-    curves = _curves(pop.history[slot])
-    correct = [c for c in curves["correct"] if c is not None]
-    tail = correct[-5:]
-    metrics = {
-        "steps": len(pop.history[slot]),
-        "final_reward": round(sum(tail) / len(tail), 6) if tail else None,
-        "mean_reward": round(sum(correct) / len(correct), 6) if correct else None,
-        "update_norm": round(num ** 0.5, 8), "init_norm": round(den ** 0.5, 8),
-        "curves": curves,
-    }
+    metrics = training_metrics(_curves(pop.history[slot]), len(pop.history[slot]), num, den)
     (tmp / RUNNING_FILE).unlink(missing_ok=True)
     meta = variant_record(cfg, vp, plan, metrics, {
                 "host": socket.gethostname(), "pid": os.getpid(), "device": device,

@@ -523,14 +523,20 @@ def _metrics(trainer, model, init: dict) -> dict:
         num = sum(float((p.detach() - init[n]).float().pow(2).sum())
                   for n, p in model.named_parameters() if n in init)
         den = sum(float(v.float().pow(2).sum()) for v in init.values())
+    return training_metrics(curves, int(trainer.state.global_step), num, den)
+
+
+def training_metrics(curves: dict, steps: int, moved_sq: float, init_sq: float) -> dict:
+    """variant.json's metrics, the same for both trainers: steps, rewards, and how far the
+    LoRA weights moved (``moved_sq`` = ||theta - theta_init||², ``init_sq`` = ||theta_init||²)."""
     correct = [c for c in curves["correct"] if c is not None]
     tail = correct[-5:]
     return {
-        "steps": int(trainer.state.global_step),
+        "steps": steps,
         # mean correctness over the last (up to) 5 steps: one step's batch is noisy
         "final_reward": round(sum(tail) / len(tail), 6) if tail else None,
         "mean_reward": round(sum(correct) / len(correct), 6) if correct else None,
-        "update_norm": round(num ** 0.5, 8),  # ||theta - theta_init|| over LoRA weights
-        "init_norm": round(den ** 0.5, 8),
+        "update_norm": round(moved_sq ** 0.5, 8),  # ||theta - theta_init|| over LoRA weights
+        "init_norm": round(init_sq ** 0.5, 8),
         "curves": curves,
     }
