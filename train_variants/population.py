@@ -46,7 +46,7 @@ from train_variants.plan import Plan, VariantPlan
 from ensemble.core.rundir import VARIANT_MARKER, RunDir
 from train_variants.gpus import resolve_device, resolve_dtype
 from train_variants.trainer import (RUNNING_FILE, TMP_PREFIX, CorrectReward, VariantResult,
-                                    _curves, cpu_threads, format_reward, load_base,
+                                    _curves, cpu_threads, format_reward, load_base, lora_config,
                                     record_failure, training_metrics, variant_record,
                                     variants_dir)
 
@@ -154,7 +154,7 @@ class Population:
         self.chat = bool(getattr(tok, "chat_template", None))
         self.eos = _eos_ids(model, tok)
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos[0]
-        self.configs = [sl.lora_config(cfg, vp) for vp in vps]
+        self.configs = [lora_config(cfg, vp) for vp in vps]
         # Variants sharing init seed, rank and init share their init: drawn once.
         cache = {} if inits is None else inits
         self.inits = []

@@ -176,16 +176,6 @@ def get_variant(layers: dict[str, StackedLoRALinear], slot: int,
             for name, layer in layers.items()}
 
 
-def lora_config(cfg, vp):
-    """The ``peft.LoraConfig`` of variant ``vp``: the one the TRL path builds."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=vp.lora_rank, lora_alpha=vp.lora_alpha,
-                      target_modules=list(cfg.target_modules), lora_dropout=cfg.lora_dropout,
-                      init_lora_weights=True if vp.lora_init == "default" else vp.lora_init,
-                      bias="none", task_type="CAUSAL_LM")
-
-
 def _peft_layers(peft_model) -> dict:
     from peft.tuners.lora import LoraLayer
 

