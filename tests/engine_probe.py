@@ -15,6 +15,7 @@ initialised.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -29,7 +30,8 @@ def main(base: str, out: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl.generation.vllm_generation import VLLMGeneration
 
-    from train_variants.engine import seed_requests, shutdown_engine
+    from train_variants.engine import (LAUNCH_VARS, launch_env_restored, seed_requests,
+                                       shutdown_engine)
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     model.name_or_path = base
@@ -41,9 +43,14 @@ def main(base: str, out: str) -> None:
     for name, seed, seeded in (("a", 1, True), ("b", 2, True), ("a_again", 1, True),
                                ("plain_1", 1, False), ("plain_2", 2, False)):
         set_seed(seed)  # what TRL does with the variant's sampling seed before the engine
-        gen = VLLMGeneration(model=peft, accelerator=acc, processing_class=tok,
-                             mode="colocate", gpu_memory_utilization=0.3, max_model_length=128,
-                             max_num_seqs=8, max_completion_length=8, temperature=1.0)
+        # the seeded variants are built as the trainer builds GRPOTrainer: inside
+        # launch_env_restored; the plain ones as TRL alone leaves them
+        with launch_env_restored() if seeded else contextlib.nullcontext():
+            gen = VLLMGeneration(model=peft, accelerator=acc, processing_class=tok,
+                                 mode="colocate", gpu_memory_utilization=0.3,
+                                 max_model_length=128, max_num_seqs=8,
+                                 max_completion_length=8, temperature=1.0)
+        env_left = [k for k in LAUNCH_VARS if k in os.environ]
         if seeded:
             seed_requests(gen.llm, seed)
         group = [[5, 6, 7, 8]] * 4
@@ -55,7 +62,8 @@ def main(base: str, out: str) -> None:
                         "model_alive": engine_model() is not None,
                         "shut_down": shutdown_engine(gen),
                         "model_freed": engine_model() is None,
-                        "distributed_left": torch.distributed.is_initialized()}
+                        "distributed_left": torch.distributed.is_initialized(),
+                        "launch_env_left": env_left}
     result["holders_alive"] = all(g is not None for g in held)
     Path(out).write_text(json.dumps(result))
 

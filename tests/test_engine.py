@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from train_variants.engine import request_seed, seed_requests
+from train_variants.engine import (LAUNCH_VARS, launch_env_restored, request_seed,
+                                   seed_requests, train_on_gpu)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +52,38 @@ def test_every_rollout_request_gets_its_own_seed_from_the_variant():
     assert (p.n, p.temperature, p.top_p, p.max_tokens) == (1, 0.9, 0.8, 5)  # TRL's settings kept
 
 
+def test_training_arguments_are_pointed_at_the_training_gpu(monkeypatch, tmp_path):
+    """transformers puts a single process on cuda:0 with every visible GPU counted (TRL
+    then refuses DataParallel, and the loss on the training GPU mismatches the trainer's
+    running loss); train_on_gpu fixes both on the real GRPOConfig."""
+    import torch
+    from trl import GRPOConfig
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    args = GRPOConfig(output_dir=str(tmp_path), report_to=[], per_device_train_batch_size=2,
+                      num_generations=2, bf16=False)
+    assert args.n_gpu == 8  # what transformers decides on an 8-GPU node: DataParallel
+    train_on_gpu(args, 1)
+    assert args.device == torch.device("cuda", 1) and args.n_gpu == 1
+    assert current[-1] == torch.device("cuda", 1)
+
+
+def test_launcher_variables_trl_leaves_are_put_back(monkeypatch):
+    for k in LAUNCH_VARS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")  # the user's own: kept as it was
+    import os
+
+    with launch_env_restored():
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="localhost",
+                          MASTER_PORT="12345")  # what TRL's colocate mode writes
+    assert {k: os.environ.get(k) for k in LAUNCH_VARS} == {
+        "RANK": None, "LOCAL_RANK": None, "WORLD_SIZE": None, "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": None}
+
+
 @pytest.mark.slow
 def test_trl_colocated_engines_are_seeded_per_variant_and_freed(tmp_path):
     from ensemble.testing import build_tiny_model
@@ -71,6 +104,11 @@ def test_trl_colocated_engines_are_seeded_per_variant_and_freed(tmp_path):
     # shutdown frees each engine's model while its holder lives on, and leaves no
     # process group behind, so the next variant's engine starts clean
     assert d["holders_alive"]
+    # TRL leaves its launcher variables behind (plain); built inside launch_env_restored
+    # (as the trainer builds GRPOTrainer), nothing is left for the next variant
+    assert d["plain_1"]["launch_env_left"] and d["plain_2"]["launch_env_left"]
+    for name in ("a", "b", "a_again"):
+        assert d[name]["launch_env_left"] == [], name
     for name in ("a", "b", "a_again", "plain_1", "plain_2"):
         assert d[name]["model_alive"] and d[name]["shut_down"], name
         assert d[name]["model_freed"] and not d[name]["distributed_left"], name

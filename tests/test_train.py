@@ -413,22 +413,27 @@ def test_vllm_serves_the_trained_adapters(trained, tmp_path):
         base = model.unload()
 
 
-def test_merge_unmerge_leaves_the_base_bit_identical(tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "moe-experts"])
+def test_merge_unmerge_leaves_the_base_bit_identical(tmp_path, arch):
     """TRL's vLLM sync merges and unmerges every step; in bfloat16 that drifts the base
-    unless keep_base_exact restores it (issue 17, point 6)."""
+    unless keep_base_exact restores it (issue 17, point 6) -- also for LoRA on fused MoE
+    experts (PEFT's ParamWrapper, whose base weight is the wrapped expert tensor)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ensemble.testing import build_tiny_model
+    from ensemble.testing import build_tiny_model, build_tiny_moe
+    from train_variants.config import DEFAULT_TARGETS
     from train_variants.trainer import keep_base_exact
 
-    path = build_tiny_model(tmp_path / "base")
+    if arch == "llama":
+        path, targets = build_tiny_model(tmp_path / "base"), ["q_proj", "v_proj"]
+    else:  # the default targets: PEFT turns the expert MLPs into target_parameters
+        path, targets = build_tiny_moe(tmp_path / "base"), list(DEFAULT_TARGETS)
 
     def peft_model():
         base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
-        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16,
-                                                target_modules=["q_proj", "v_proj"]))
+        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=targets))
         torch.manual_seed(0)
         with torch.no_grad():
             for n, p in model.named_parameters():
@@ -449,11 +454,17 @@ def test_merge_unmerge_leaves_the_base_bit_identical(tmp_path):
     assert changed > 0  # the problem is real on this model
 
     exact, before = peft_model()
-    assert keep_base_exact(exact) == 2 * len(exact.base_model.model.model.layers)
+    layers = len(exact.base_model.model.model.layers)
+    # llama: q, v per layer; MoE: q, k, v, o and the two fused expert tensors per layer
+    assert keep_base_exact(exact) == (2 if arch == "llama" else 6) * layers
+    if arch != "llama":
+        assert any("experts" in n and "lora" in n for n, _ in exact.named_parameters())
     cycles(exact)
     for n, p in exact.named_parameters():
         if n in before:
             assert torch.equal(p, before[n]), n
+    if arch != "llama":
+        return
     # merged weights are still what vLLM must receive: W + scale * B A
     exact.merge_adapter()
     layer = exact.base_model.model.model.layers[0].self_attn.q_proj

@@ -11,8 +11,10 @@ advantage).  :func:`seed_requests` instead gives each request its own seed, a pu
 function of (variant sampling seed, generation call, request index).
 
 With a GPU of its own the engine lives on visible GPU 0 (vLLM's colocated worker takes
-``cuda:LOCAL_RANK``) while the training model is on the others; :func:`pin_engine` runs
-every engine call on the engine's GPU and leaves the training GPU current in between.
+``cuda:LOCAL_RANK``) while the training model is on the others; :func:`train_on_gpu`
+points transformers' device at the training GPU, and :func:`pin_engine` runs every engine
+call on the engine's GPU and leaves the training GPU current in between.
+:func:`launch_env_restored` removes the launcher variables TRL leaves in the environment.
 
 :func:`shutdown_engine` frees the engine after a variant: a worker that trains several
 variants would otherwise meet the previous engine's weights and KV cache when it builds
@@ -21,9 +23,19 @@ the next one (the trainer, and so the engine, can outlive ``train()``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import hashlib
+import os
+
+# What TRL's colocate mode writes into os.environ for vLLM's external launcher
+# (trl/generation/vllm_generation.py) and never removes.  Left behind, they make the next
+# variant's TrainingArguments in this process build a distributed accelerate state
+# (LOCAL_RANK set: MULTI_GPU over nccl), which refuses a device-mapped model ("can't train
+# a model loaded with device_map='auto' in any distributed mode") or moves a one-GPU model
+# onto the engine's GPU.  vLLM reads them only while the engine starts.
+LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def request_seed(seed: int, call: int, index: int) -> int:
@@ -66,6 +78,42 @@ def seed_requests(llm, seed: int) -> None:
         return generate(prompts, out, *args, **kwargs)
 
     llm.generate = seeded
+
+
+@contextlib.contextmanager
+def launch_env_restored():
+    """Put back :data:`LAUNCH_VARS` as they were (unset ones unset) after the block that
+    builds a colocated engine (``GRPOTrainer(...)``)."""
+    saved = {k: os.environ.get(k) for k in LAUNCH_VARS}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def train_on_gpu(args, gpu: int) -> None:
+    """Make the ``TrainingArguments`` ``args`` train on visible GPU ``gpu`` in one process.
+
+    transformers fixes a single process's device at ``cuda:0`` and its GPU count at every
+    visible GPU (``TrainingArguments._setup_devices``).  With the colocated engine on GPU 0
+    and training on GPU 1, TRL computes the loss on the current device (accelerate's
+    index-less ``cuda``) while ``Trainer`` keeps its running loss on ``args.device``, and
+    refuses the mismatch ("Calculated loss must be on the original device"); with several
+    GPUs visible, ``n_gpu > 1`` is DataParallel, which GRPOTrainer refuses.  Both are set
+    here before the trainer is built: the device is the cached property's value (a
+    ``functools.cached_property`` lives in the instance ``__dict__``), one GPU, and
+    ``gpu`` the current device.
+    """
+    import torch
+
+    device = torch.device("cuda", gpu)
+    args.__dict__["_setup_devices"] = device
+    args._n_gpu = 1
+    torch.cuda.set_device(device)
 
 
 def pin_engine(vllm_generation, engine_gpu: int, train_gpu: int) -> None:
@@ -111,6 +159,9 @@ def shutdown_engine(holder) -> bool:
     destroy_model_parallel()
     destroy_distributed_environment()
     gc.collect()
+    # vLLM's engine shutdown unfreezes the collector (gc.unfreeze), undoing the freeze the
+    # base loader made of the imports' long-lived objects: freeze them again.
+    gc.freeze()
     import torch
 
     if torch.cuda.is_available():

@@ -72,8 +72,11 @@ def keep_base_exact(model) -> int:
     train on a drifting base and be served on the original, and a worker that trains
     several variants from its cached base would carry the drift from one to the next.
     This keeps a copy of every LoRA-wrapped base weight (on the CPU, so no accelerator
-    memory: attention-only targets of a 30B MoE are ~2 GB) and writes it back after each
-    unmerge.
+    memory: attention-only targets of a 30B MoE are ~2 GB; expert targets copy the fused
+    expert weights too, ~57 GB of host memory and as much copied back each step) and
+    writes it back after each unmerge.  LoRA on a fused MoE expert tensor is PEFT's
+    ``ParamWrapper`` (``target_parameters``), whose base weight is the wrapped parameter
+    (``get_param()``: ``experts.gate_up_proj``), not a ``.weight``.
 
     Returns
     -------
@@ -83,8 +86,11 @@ def keep_base_exact(model) -> int:
     import torch
     from peft.tuners.lora import LoraLayer
 
+    def base_weight(m):
+        return m.get_param() if hasattr(m, "get_param") else m.get_base_layer().weight
+
     layers = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
-    pristine = {name: m.get_base_layer().weight.detach().to("cpu", copy=True)
+    pristine = {name: base_weight(m).detach().to("cpu", copy=True)
                 for name, m in layers.items()}
     unmerge = model.unmerge_adapter
 
@@ -92,7 +98,7 @@ def keep_base_exact(model) -> int:
         out = unmerge(*args, **kwargs)
         with torch.no_grad():
             for name, m in layers.items():
-                m.get_base_layer().weight.copy_(pristine[name])
+                base_weight(m).copy_(pristine[name])
         return out
 
     model.unmerge_adapter = unmerge_exactly
@@ -500,8 +506,13 @@ def _grpo_trainer(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, mode
     dataset = build_dataset(plan, vp.index, cfg, tok)
     rewards = [CorrectReward(plan.kind)] + ([format_reward] if cfg.format_reward > 0 else [])
     args = GRPOConfig(**grpo_args(cfg, vp, tmp, device, dtype, vllm_used))
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args,
-                          train_dataset=dataset, processing_class=tok)
+    from train_variants.engine import launch_env_restored, train_on_gpu
+
+    if device == "cuda":
+        train_on_gpu(args, budget.train_gpus[0])
+    with launch_env_restored():
+        trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args,
+                              train_dataset=dataset, processing_class=tok)
     if vllm_used:
         from train_variants.engine import pin_engine, seed_requests
 
