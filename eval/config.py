@@ -86,9 +86,10 @@ class AnswerConfig(StrictConfig):
     lora_target_modules: list[str] | None = setting(None, "LoRA slots only on these modules "
                                                     "(vLLM's lora_target_modules).",
                                                     run_only=True)
-    # Answers independent of how requests are batched, so sharded, resumed and whole runs
-    # agree on CUDA too; None: on for CUDA GPUs of compute capability 9.0+ (what vLLM
-    # documents), off elsewhere.
+    # The base model's answers independent of how requests are batched, so sharded,
+    # resumed and whole runs agree on CUDA too (vLLM's LoRA kernels stay batch-dependent
+    # in the last bits: eval/answering.py); None: on for CUDA GPUs of compute capability
+    # 9.0+ (what vLLM documents), off elsewhere.
     batch_invariant: bool | None = setting(None, "vLLM's batch-invariant kernels "
                                            "(VLLM_BATCH_INVARIANT).")
     shard: str = setting("0/1", "i/n: answer this share of the work units.", run_only=True)

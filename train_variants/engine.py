@@ -82,9 +82,16 @@ def seed_requests(llm, seed: int) -> None:
 
 @contextlib.contextmanager
 def launch_env_restored():
-    """Put back :data:`LAUNCH_VARS` as they were (unset ones unset) after the block that
-    builds a colocated engine (``GRPOTrainer(...)``)."""
+    """Build a colocated engine (``GRPOTrainer(...)``) in the block with a rendezvous of
+    its own, and put back :data:`LAUNCH_VARS` as they were (unset ones unset) after it.
+
+    TRL keeps an inherited ``MASTER_ADDR``/``MASTER_PORT`` (Slurm, torchrun): every actor
+    on a node would then bind one port, or meet a store on another host.  Inside the block
+    the engine's one-process group rendezvous on this host at a free port TRL picks.
+    """
     saved = {k: os.environ.get(k) for k in LAUNCH_VARS}
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ.pop("MASTER_PORT", None)
     try:
         yield
     finally:
