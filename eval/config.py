@@ -96,6 +96,8 @@ class AnswerConfig(StrictConfig):
     launcher: str = setting("local", "local: this process; ray: one engine per GPU (or CPU "
                             "task) over the shards.", choices=LAUNCHERS, run_only=True)
     workers: int = setting(1, "Shards (engines) for the ray launcher.", run_only=True)
+    ray_address: str | None = setting(None, "Ray cluster [default: RAY_ADDRESS or a new "
+                                      "local one].", run_only=True)
     engine_kwargs: dict[str, Any] = setting(help="Passed to vllm.LLM as is.",
                                             default_factory=dict)
     # Generous: one long reasoning request on a big model can take many minutes.

@@ -34,18 +34,31 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
         import ray
     except ImportError as exc:
         raise ImportError("the ray launcher needs Ray: pip install 'ray[default]'") from exc
-    from ensemble.core.files import absolute_paths
+    from ensemble.core.files import absolute_paths, mark_visible, unmark_visible
 
     # Workers do not run in this directory: every path they get must be absolute.
     cfg = absolute_paths(cfg, ("out", "adapters", "benchmark", "base"))
     cfg.out.mkdir(parents=True, exist_ok=True)
     started = not ray.is_initialized()
     if started:
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
+        from ensemble.core.cluster import runtime_env
+
+        ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=False,
+                 runtime_env=runtime_env())
     out = AnswerSummary()
     parts = []
+    token = None
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
+        from eval.backends import has_cuda
+
+        if not gpus and has_cuda():
+            # A driver that joined the wrong cluster (a new local one started without its
+            # GPUs) would otherwise answer on CPUs without a word.
+            raise ValueError(
+                f"the Ray cluster ({cfg.ray_address or 'RAY_ADDRESS or a local one'}) has no "
+                "GPUs but this machine has; point ray_address at the GPU cluster, or "
+                "answer with launcher = \"local\"")
         if gpus:
             from eval.budget import resolve_engine
             from ensemble.core.problems import load_problems
@@ -54,9 +67,16 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
                                      cfg.id_field, cfg.split, cfg.limit)
             cfg = resolve_engine(cfg, problems, on_gpu=True)
         per_shard = (cfg.tensor_parallel_size or 1) if gpus and cfg.backend == "vllm" else 1
+        if gpus:
+            from ensemble.core.cluster import check_placeable
+
+            check_placeable(ray.nodes(), per_shard, "tensor_parallel_size",
+                            "one shard's engine")
         task = ray.remote(num_gpus=per_shard if gpus else 0, num_cpus=0 if gpus else 1,
                           max_retries=0)(_shard_task)
-        refs = {task.remote(cfg.to_dict(), i, cfg.workers): i for i in range(cfg.workers)}
+        token = mark_visible(cfg.out)  # each shard checks it sees this run directory
+        refs = {task.remote(cfg.to_dict(), i, cfg.workers, token): i
+                for i in range(cfg.workers)}
         # Each shard on its own: one failed shard must not discard the others' work.
         for ref, i in refs.items():
             try:
@@ -65,6 +85,7 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
                 out.failed[f"shard {i}/{cfg.workers}"] = (
                     f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}")
     finally:
+        unmark_visible(cfg.out, token)
         if started:
             ray.shutdown()
     for p in parts:
@@ -77,9 +98,10 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
     return out
 
 
-def _shard_task(cfg_dict: dict, index: int, count: int) -> AnswerSummary:
+def _shard_task(cfg_dict: dict, index: int, count: int,
+                token: str | None = None) -> AnswerSummary:
     from ensemble.core.files import check_visible
 
     cfg = AnswerConfig.from_dict({**cfg_dict, "launcher": "local", "shard": f"{index}/{count}"})
-    check_visible(cfg.out, "the run directory")
+    check_visible(cfg.out, "the run directory", token)
     return run_answer(cfg, progress=False)

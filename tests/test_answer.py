@@ -424,12 +424,57 @@ def test_one_failed_ray_shard_keeps_the_others(tiny, tmp_path, monkeypatch):
     assert (tmp_path / "rel").is_dir()
 
 
+def test_ray_answering_refuses_a_cluster_that_cannot_hold_it(tiny, tmp_path, monkeypatch):
+    """A stand-in Ray: a driver with GPUs that joined a GPU-less cluster would answer on
+    CPUs without a word; a shard's engine larger than any node would wait forever."""
+    import types
+
+    from eval import backends
+    from eval import shards as launch
+
+    launched = []
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: True, cluster_resources=lambda: {"CPU": 8.0},
+        nodes=lambda: [{"Alive": True, "Resources": {"GPU": 2.0}}],
+        remote=lambda **o: launched.append(o), shutdown=lambda: None)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(backends, "has_cuda", lambda: True)
+    cfg = _cfg(tiny, tmp_path / "r", launcher="ray", workers=2, backend="vllm")
+    with pytest.raises(ValueError, match=r"^the Ray cluster \(RAY_ADDRESS or a local one\) has "
+                       r"no GPUs but this machine has; point ray_address at the GPU cluster, "
+                       r'or answer with launcher = "local"$'):
+        launch.launch_answer(cfg, progress=False)
+    fake.cluster_resources = lambda: {"GPU": 4.0}  # two nodes of 2
+    with pytest.raises(ValueError, match=r"^tensor_parallel_size=4 but the largest node of the "
+                       r"Ray cluster has 2 GPU\(s\), and one shard's engine must fit on one "
+                       r"node; lower tensor_parallel_size or add larger nodes$"):
+        launch.launch_answer(dataclasses_replace(cfg, tensor_parallel_size=4), progress=False)
+    assert launched == []  # nothing was dispatched
+
+
 def test_a_run_directory_a_worker_cannot_see_is_named(tmp_path):
     from ensemble.core.files import check_visible
 
     with pytest.raises(ValueError, match=r"the run directory .*/nowhere does not exist on node "
                        r".*: every Ray node must see the run directory"):
         check_visible(tmp_path / "nowhere", "the run directory")
+
+
+def test_a_node_local_directory_of_the_same_name_is_not_the_run_directory(tmp_path):
+    """The driver's token file tells its run directory from a node-local one at the same
+    path (which exists too: /tmp, /scratch, an earlier run's leftovers)."""
+    from ensemble.core.files import check_visible, mark_visible, unmark_visible
+
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    shared.mkdir(), local.mkdir()
+    token = mark_visible(shared)
+    check_visible(shared, "the run directory", token)
+    with pytest.raises(ValueError, match=rf"^the run directory {local} on node .* is not the "
+                       rf"driver's: its token file \.visible-{token} is not there after 0 s "
+                       r"\(a node-local directory of the same name\?\); every Ray node must"):
+        check_visible(local, "the run directory", token, wait=0)
+    unmark_visible(shared, token)
+    assert list(shared.iterdir()) == []
 
 
 # --- vLLM (in child processes) ---------------------------------------------------------

@@ -580,7 +580,7 @@ def test_ray_actors_are_fed_variants_and_a_dead_one_is_replaced(monkeypatch, tmp
             self.actor, self.i = actor, i
 
     class Actor:
-        def __init__(self, cfg_dict):
+        def __init__(self, cfg_dict, token):
             self.trained = []
             made.append(self)
             self.train = types.SimpleNamespace(remote=lambda i: Ref(self, i))
@@ -597,8 +597,11 @@ def test_ray_actors_are_fed_variants_and_a_dead_one_is_replaced(monkeypatch, tmp
 
     fake = types.SimpleNamespace(
         is_initialized=lambda: True, cluster_resources=lambda: {"GPU": 4.0, "CPU": 8.0},
-        remote=remote, get=get, kill=lambda a: None,
+        nodes=lambda: [{"Alive": True, "Resources": {"GPU": 4.0, "CPU": 8.0}},
+                       {"Alive": False, "Resources": {"GPU": 8.0}}],  # a lost node
+        remote=remote, get=get, kill=lambda a: killed.append(a),
         wait=lambda refs, num_returns=1: (refs[:1], refs[1:]))
+    killed = []
     monkeypatch.setitem(sys.modules, "ray", fake)
     cfg = TrainConfig.from_dict({"base": "b", "pool": "p", "out": str(tmp_path), "variants": 5,
                                  "launcher": "ray", "gpus_per_variant": 2})
@@ -610,3 +613,26 @@ def test_ray_actors_are_fed_variants_and_a_dead_one_is_replaced(monkeypatch, tmp
         "ray worker failed: RuntimeError: node lost"]
     assert len(made) == 3  # two actors for 4 GPUs / 2, one replacing the dead one
     assert sum(len(a.trained) for a in made) == 4 and max(len(a.trained) for a in made) >= 2
+    assert len(killed) == 1
+
+    # an actor whose variant raised inside it (a CUDA error can poison the process) is
+    # replaced too; a fault that follows every actor stops the queue after 3 in a row
+    made.clear()
+    fake.get = lambda ref: VariantResult(f"v{ref.i:03d}", "failed", error="OSError: no base")
+    results.clear()
+    launch.run_ray(cfg, list(range(8)), results.append)
+    errors = {r.id: r.error for r in results}
+    assert sorted(errors) == [f"v{i:03d}" for i in range(8)]
+    assert len(made) == 4  # two, and one replacement after each of the first two failures
+    started = [i for i, e in errors.items() if e == "OSError: no base"]
+    assert len(started) == 4  # 3 in a row, and the one still in flight at the cut-off
+    assert all(e == "not started: 3 variants in a row failed (last: OSError: no base); fix "
+               "that and rerun (finished variants are kept)"
+               for i, e in errors.items() if i not in started)
+
+    # work no node can hold would wait in Ray's queue forever: refused up front
+    big = TrainConfig.from_dict({**cfg.to_dict(), "gpus_per_variant": 8})
+    with pytest.raises(ValueError, match=r"^gpus_per_variant=8 but the largest node of the "
+                       r"Ray cluster has 4 GPU\(s\), and one variant's actor must fit on one node; "
+                       r"lower gpus_per_variant or add larger nodes$"):
+        launch.run_ray(big, [0], results.append)

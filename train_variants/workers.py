@@ -54,10 +54,10 @@ def train_index(cfg_dict: dict, index: int, progress: bool = False) -> VariantRe
 class RayWorker:
     """A Ray actor that trains variant after variant in one process (one base load)."""
 
-    def __init__(self, cfg_dict: dict):
+    def __init__(self, cfg_dict: dict, token: str | None = None):
         from ensemble.core.files import check_visible
 
-        check_visible(cfg_dict["out"], "the run directory")
+        check_visible(cfg_dict["out"], "the run directory", token)
         self.cfg_dict = cfg_dict
 
     def train(self, index: int) -> VariantResult:
@@ -70,12 +70,27 @@ def _init_worker(slots, threads: int, device: str) -> None:
     slot = slots.get()
     if device == "cuda":
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot))
-    else:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(threads)
-        import torch
+    # On GPUs too: each of 8 workers spinning every core's OpenMP threads on the host
+    # side (tokenising, rewards, the CPU copies of keep_base_exact) would fight.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
+
+
+def physical_gpus(slot: list[int], visible: str | None) -> list[str]:
+    """The ``CUDA_VISIBLE_DEVICES`` entries of a worker's slot (positions among the GPUs
+    this process sees): a parent limited to ``4,5,6,7`` (Slurm, a shared box) must not
+    send its workers to GPUs 0-3, which may be another job's.
+
+    Examples
+    --------
+    >>> physical_gpus([0, 1], "4,5,6,7"), physical_gpus([2, 3], None)
+    (['4', '5'], ['2', '3'])
+    """
+    ids = [v.strip() for v in visible.split(",")] if visible and visible.strip() else None
+    return [ids[j] if ids else str(j) for j in slot]
 
 
 def gpu_slots(workers: int, per_worker: int, visible: int) -> list[list[int]]:
@@ -133,8 +148,9 @@ def run_pool(cfg: TrainConfig, indices: list[int],
     if device == "cuda":
         import torch
 
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         for slot in gpu_slots(workers, cfg.gpus_per_variant or 1, torch.cuda.device_count()):
-            slots.put(slot)
+            slots.put(physical_gpus(slot, visible))
     else:
         for w in range(workers):
             slots.put(w)
@@ -164,12 +180,21 @@ def ray_session(cfg: TrainConfig):
         raise ImportError("the ray launcher needs Ray: pip install 'ray[default]'") from exc
     started = not ray.is_initialized()
     if started:
-        ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=False)
+        from ensemble.core.cluster import runtime_env
+
+        ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=False,
+                 runtime_env=runtime_env())
     try:
         yield float(ray.cluster_resources().get("GPU", 0))
     finally:
         if started:
             ray.shutdown()
+
+
+# After this many variants in a row fail, no more are started: a fault that follows
+# every actor (the project missing on a node, a base that is not there) would otherwise
+# fail the whole queue one variant every few seconds.
+MAX_FAILURES_IN_A_ROW = 3
 
 
 def ray_workers(cfg: TrainConfig, on_gpu: bool, todo: int) -> int:
@@ -189,8 +214,10 @@ def run_ray(cfg: TrainConfig, indices: list[int],
     """Ray actors, each with ``gpus_per_variant`` GPUs (or ``cpus_per_variant`` CPUs on a
     CPU cluster), each training the next pending variant when it is free.
 
-    An actor that dies (a lost node, out of memory) fails the variant it held and is
-    replaced; no variant is retried blindly.
+    An actor whose variant failed -- it died (a lost node, out of memory) or the variant
+    raised (a CUDA error can poison the process) -- is replaced by a fresh one; no variant
+    is retried blindly.  After :data:`MAX_FAILURES_IN_A_ROW` failures in a row the
+    variants not yet started are reported failed with the last error, for a rerun.
     """
     import ray
 
@@ -199,31 +226,61 @@ def run_ray(cfg: TrainConfig, indices: list[int],
             raise ValueError("device=cuda but the Ray cluster has no GPUs; use --device cpu "
                              "or a cluster with GPU nodes")
         on_gpu = bool(gpus) and cfg.device != "cpu"
+        if on_gpu:
+            from ensemble.core.cluster import check_placeable
+
+            check_placeable(ray.nodes(), cfg.gpus_per_variant or 1, "gpus_per_variant",
+                            "one variant's actor")
         actor = ray.remote(num_gpus=(cfg.gpus_per_variant or 1) if on_gpu else 0,
                            num_cpus=1 if on_gpu else cfg.cpus_per_variant,
                            max_restarts=0, max_task_retries=0)(RayWorker)
-        from ensemble.core.files import absolute_paths
+        from ensemble.core.files import absolute_paths, mark_visible, unmark_visible
 
         # Workers do not run in this directory: every path they get must be absolute.
         cfg_dict = absolute_paths(cfg, ("out", "pool", "base")).to_dict()
-        queue = collections.deque(indices)
-        running = {}
-        for _ in range(ray_workers(cfg, on_gpu, len(queue))):
-            a = actor.remote(cfg_dict)
-            i = queue.popleft()
-            running[a.train.remote(i)] = (a, i)
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1)
-            for ref in ready:
-                a, i = running.pop(ref)
-                try:
-                    report(ray.get(ref))
-                except Exception as exc:  # noqa: BLE001 - a lost node, a dead actor
-                    msg = str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else ""
-                    report(VariantResult(f"v{i:03d}", "failed", error=(
-                        f"ray worker failed: {type(exc).__name__}: {msg}")))
-                    ray.kill(a)
-                    a = actor.remote(cfg_dict) if queue else None
-                if a is not None and queue:
-                    i = queue.popleft()
-                    running[a.train.remote(i)] = (a, i)
+        token = mark_visible(cfg_dict["out"])  # each actor checks it sees this directory
+        try:
+            _dispatch(cfg, ray, actor, cfg_dict, token, on_gpu, indices, report)
+        finally:
+            unmark_visible(cfg_dict["out"], token)
+
+
+def _dispatch(cfg: TrainConfig, ray, actor, cfg_dict: dict, token: str, on_gpu: bool,
+              indices: list[int], report: Callable[[VariantResult], None]) -> None:
+    """Feed the variants to the actors (see :func:`run_ray`)."""
+    queue = collections.deque(indices)
+    running = {}
+    for _ in range(ray_workers(cfg, on_gpu, len(queue))):
+        a = actor.remote(cfg_dict, token)
+        i = queue.popleft()
+        running[a.train.remote(i)] = (a, i)
+    in_a_row, last_error = 0, ""
+    while running:
+        ready, _ = ray.wait(list(running), num_returns=1)
+        for ref in ready:
+            a, i = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - a lost node, a dead actor
+                msg = str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else ""
+                result = VariantResult(f"v{i:03d}", "failed", error=(
+                    f"ray worker failed: {type(exc).__name__}: {msg}"))
+            report(result)
+            if result.status == "failed":
+                in_a_row, last_error = in_a_row + 1, result.error or ""
+                ray.kill(a)
+                a = None
+                if in_a_row >= MAX_FAILURES_IN_A_ROW:
+                    for j in queue:
+                        report(VariantResult(f"v{j:03d}", "failed", error=(
+                            f"not started: {in_a_row} variants in a row failed (last: "
+                            f"{last_error}); fix that and rerun (finished variants "
+                            "are kept)")))
+                    queue.clear()
+                elif queue:
+                    a = actor.remote(cfg_dict, token)
+            else:
+                in_a_row = 0
+            if a is not None and queue:
+                i = queue.popleft()
+                running[a.train.remote(i)] = (a, i)

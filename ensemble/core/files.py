@@ -491,14 +491,53 @@ def absolute_paths(cfg, names: tuple[str, ...]):
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
-def check_visible(path: Path, what: str) -> None:
-    """Raise when ``path`` (made on the driver) does not exist on this (worker) node."""
-    if not Path(path).is_dir():
-        import socket
+def mark_visible(path: Path) -> str:
+    """Write a token file into ``path`` (on the driver) for :func:`check_visible`; returns
+    the token.  :func:`unmark_visible` removes it after the run."""
+    import uuid
 
-        raise ValueError(f"{what} {path} does not exist on node {socket.gethostname()}: every "
-                         "Ray node must see the run directory, so put it on a filesystem they "
-                         "all share (NFS, Lustre, a mounted bucket) and give its absolute path")
+    token = uuid.uuid4().hex
+    write_text(Path(path) / f".visible-{token}", token)
+    return token
+
+
+def unmark_visible(path: Path, token: str | None) -> None:
+    if token:
+        (Path(path) / f".visible-{token}").unlink(missing_ok=True)
+
+
+def check_visible(path: Path, what: str, token: str | None = None,
+                  wait: float = 30.0) -> None:
+    """Raise when ``path`` (made on the driver) is not the driver's directory on this
+    (worker) node.
+
+    Without ``token``: that it exists.  With the token of :func:`mark_visible`: that the
+    driver's token file is in it -- a node-local directory of the same name (``/tmp``,
+    ``/scratch``, an earlier run's leftovers) exists too, and work written there would be
+    lost to the driver.  A shared filesystem may show a new file to another node only
+    after its attribute cache expires (NFS: up to ~30-60 s), so the token is waited for.
+    """
+    import socket
+    import time
+
+    fix = ("every Ray node must see the run directory, so put it on a filesystem they all "
+           "share (NFS, Lustre, a mounted bucket) and give its absolute path")
+    if not Path(path).is_dir():
+        raise ValueError(f"{what} {path} does not exist on node {socket.gethostname()}: {fix}")
+    if token is None:
+        return
+    marker, deadline = Path(path) / f".visible-{token}", time.monotonic() + wait
+    while True:
+        try:
+            if marker.read_text() == token:
+                return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise ValueError(f"{what} {path} on node {socket.gethostname()} is not the "
+                             f"driver's: its token file {marker.name} is not there after "
+                             f"{wait:g} s (a node-local directory of the same name?); {fix}")
+        time.sleep(1.0)
 
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,

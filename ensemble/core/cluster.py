@@ -1,0 +1,57 @@
+"""What both stages need from a Ray cluster before they dispatch work to it.
+
+Ray workers inherit the environment of the ``ray start`` that made their node, not the
+driver's, so the settings the work depends on (an offline hub, the caches, vLLM's
+switches) travel in the job's ``runtime_env`` (:func:`runtime_env`).  A task or actor
+that asks for more GPUs than any node has waits in Ray's queue forever, without a word:
+:func:`check_placeable` refuses it first.  Ray is imported by the callers; nothing here
+imports it.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The prefixes of the driver's variables the workers must share.
+FORWARDED_PREFIXES = ("HF_", "ENSEMBLE_", "VLLM_", "TRANSFORMERS_", "TOKENIZERS_")
+
+
+def forwarded_env(environ=None) -> dict[str, str]:
+    """The driver's variables a Ray job passes to its workers.
+
+    Examples
+    --------
+    >>> forwarded_env({"HF_HUB_OFFLINE": "1", "HOME": "/root", "ENSEMBLE_CACHE": "/c"})
+    {'ENSEMBLE_CACHE': '/c', 'HF_HUB_OFFLINE': '1'}
+    """
+    env = os.environ if environ is None else environ
+    return {k: env[k] for k in sorted(env) if k.startswith(FORWARDED_PREFIXES)}
+
+
+def runtime_env() -> dict:
+    """``ray.init(runtime_env=...)`` for a job of this project."""
+    return {"env_vars": forwarded_env()}
+
+
+def largest_node_gpus(nodes: list[dict]) -> float:
+    """GPUs of the largest live node in ``ray.nodes()``."""
+    return max((n.get("Resources", {}).get("GPU", 0) for n in nodes if n.get("Alive")),
+               default=0)
+
+
+def check_placeable(nodes: list[dict], gpus: int, what: str, holder: str) -> None:
+    """Refuse work that no node can hold (Ray would queue it forever, silently).
+
+    Examples
+    --------
+    >>> check_placeable([{"Alive": True, "Resources": {"GPU": 8.0}}], 4, "gpus", "a task")
+    >>> check_placeable([{"Alive": True, "Resources": {"GPU": 2.0}}], 4, "gpus", "a task")
+    Traceback (most recent call last):
+    ...
+    ValueError: gpus=4 but the largest node of the Ray cluster has 2 GPU(s), and a task must fit on one node; lower gpus or add larger nodes
+    """
+    most = largest_node_gpus(nodes)
+    if gpus > most:
+        raise ValueError(f"{what}={gpus} but the largest node of the Ray cluster has {most:g} "
+                         f"GPU(s), and {holder} must fit on one node; lower {what} or add "
+                         "larger nodes")
