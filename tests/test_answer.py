@@ -433,10 +433,16 @@ def test_ray_answering_refuses_a_cluster_that_cannot_hold_it(tiny, tmp_path, mon
     from eval import shards as launch
 
     launched = []
+
+    def remote(**opts):
+        launched.append(opts)
+        return lambda fn: types.SimpleNamespace(remote=lambda *a: (fn, a))
+
     fake = types.SimpleNamespace(
         is_initialized=lambda: True, cluster_resources=lambda: {"CPU": 8.0},
         nodes=lambda: [{"Alive": True, "Resources": {"GPU": 2.0}}],
-        remote=lambda **o: launched.append(o), shutdown=lambda: None)
+        remote=remote, get=lambda ref: 141.0 if ref[0] is launch._gpu_gb else None,
+        shutdown=lambda: None)
     monkeypatch.setitem(sys.modules, "ray", fake)
     monkeypatch.setattr(backends, "has_cuda", lambda: True)
     cfg = _cfg(tiny, tmp_path / "r", launcher="ray", workers=2, backend="vllm")
@@ -450,6 +456,18 @@ def test_ray_answering_refuses_a_cluster_that_cannot_hold_it(tiny, tmp_path, mon
                        r"node; lower tensor_parallel_size or add larger nodes$"):
         launch.launch_answer(dataclasses_replace(cfg, tensor_parallel_size=4), progress=False)
     assert launched == []  # nothing was dispatched
+    # a driver without a GPU (a login node) asks one of the cluster's GPUs for its memory
+    monkeypatch.setattr(backends, "has_cuda", lambda: False)
+    seen = []
+    import eval.budget as budget
+
+    real = budget.resolve_engine
+    monkeypatch.setattr(budget, "resolve_engine",
+                        lambda c, *a, **k: seen.append(c.gpu_memory_gb) or real(c, *a, **k))
+    with pytest.raises(ValueError, match=r"^tensor_parallel_size=4 but the largest node"):
+        launch.launch_answer(dataclasses_replace(cfg, tensor_parallel_size=4), progress=False)
+    assert seen == [141.0]
+    assert launched == [{"num_gpus": 1, "num_cpus": 0, "max_retries": 0}]  # the probe only
 
 
 def test_a_run_directory_a_worker_cannot_see_is_named(tmp_path):
