@@ -191,7 +191,15 @@ def worker(spec: dict) -> dict:
     device = resolve_device(cfg)
     if device == "cpu":
         torch.set_num_threads(cfg.cpu_threads or 1)
-    load_base(cfg.base, device, resolve_dtype(cfg, device))
+    budget = None
+    if device == "cuda" and cfg.trainer == "trl":
+        # The TRL path places the base by its GPU budget; preloading it the same way keeps
+        # the load (and a second copy of the base) out of the timed region.
+        from train_variants.gpus import budget_for
+        from train_variants.trainer import wants_vllm
+
+        budget = budget_for(cfg, wants_vllm(cfg, device))
+    load_base(cfg.base, device, resolve_dtype(cfg, device), budget)
     loaded = torch.cuda.memory_allocated() if device == "cuda" else _rss()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

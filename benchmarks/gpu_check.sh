@@ -8,8 +8,10 @@
 #      gradient checkpointing, two micro-batches per generation batch, the base placed by
 #      the GPU budget, transformers' device pointed at the training GPU (train_on_gpu),
 #      adapters saved, answered on CUDA, voted, fitted, reported;
+#   0. whether the GPU's SDPA kernels give NaN on a fully masked (left-padded) row;
 #   2. the population trainer on CUDA against the TRL path (bench_train.py --device cuda,
-#      N = 4 and 16 on the random ~0.5B model, 3 steps): the GPU row issue 14 left open.
+#      N = 16 first, then 4, on the random ~0.5B model, 3 steps): the GPU row issue 14
+#      left open.
 #
 # vLLM's paths (TRL's colocated engine and its weight sync, multi-LoRA serving, tensor
 # parallelism) need a machine with vLLM installed: `ensemble run configs/gpu-smoke.toml`.
@@ -54,8 +56,33 @@ work=$(mktemp -d)
 { nvidia-smi || echo "no nvidia-smi"; "$PY" -c "import torch, transformers, peft, trl; \
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-'); \
-print('transformers', transformers.__version__, 'peft', peft.__version__, 'trl', trl.__version__)"; \
-} 2>&1 | tee "$OUT/versions.txt"
+print('transformers', transformers.__version__, 'peft', peft.__version__, 'trl', trl.__version__)" \
+  || echo "an import failed: the steps below say which"; } 2>&1 | tee "$OUT/versions.txt"
+
+echo "== 0. SDPA on a fully masked (left-padded) row, bf16, forward and backward" | tee "$OUT/sdpa.log"
+# Both trainers left-pad; some CUDA SDPA kernels give NaN for a row with nothing to attend
+# to (the population trainer then stops with FloatingPointError; TRL's sampler raises).
+"$PY" - <<'PYEOF' 2>&1 | tee -a "$OUT/sdpa.log" || true
+import torch, torch.nn.functional as F
+if not torch.cuda.is_available():
+    print("no CUDA: skipped"); raise SystemExit
+from torch.nn.attention import SDPBackend, sdpa_kernel
+q = torch.randn(2, 4, 8, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+mask = torch.ones(2, 1, 8, 8, dtype=torch.bool, device="cuda").tril()
+mask[0, :, :3, :3] = False  # row 0: three pad positions attend to nothing
+for name, kernels in (("default", None), ("efficient", [SDPBackend.EFFICIENT_ATTENTION]),
+                      ("cudnn", [SDPBackend.CUDNN_ATTENTION]), ("math", [SDPBackend.MATH])):
+    try:
+        ctx = sdpa_kernel(kernels) if kernels else torch.enable_grad()
+        with ctx:
+            out = F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+            out.float().sum().backward()
+        print(f"{name}: forward finite {bool(out.isfinite().all())}, "
+              f"backward finite {bool(q.grad.isfinite().all())}")
+        q.grad = None
+    except Exception as exc:  # a kernel that refuses this shape or mask
+        print(f"{name}: not run ({type(exc).__name__}: {str(exc)[:80]})")
+PYEOF
 
 echo "== 1. the smoke config, local launcher, HF answering" | tee "$OUT/smoke.log"
 sed -e 's/^launcher = "ray".*/launcher = "local"/' -e 's/^backend = "auto".*/backend = "hf"/' \
@@ -70,9 +97,10 @@ cp "$work/smoke/report.md" "$OUT/smoke-report.md" 2>/dev/null || true
 
 echo "== 2. population trainer vs TRL on CUDA" | tee "$OUT/bench_train.log"
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    rc=0; "$PY" benchmarks/bench_train.py --device cuda --n 4,16 --steps 3 2>&1 \
+    rc=0; "$PY" benchmarks/bench_train.py --device cuda --n 16,4 --steps 3 2>&1 \
         | tee -a "$OUT/bench_train.log" || rc=$?
     echo "bench_train: rc=$rc" | tee -a "$OUT/bench_train.log"
 else
     echo "no CUDA here: skipped (the CPU rows are bench_train.py's default)" | tee -a "$OUT/bench_train.log"
 fi
+rm -rf "$work"

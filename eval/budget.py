@@ -98,10 +98,13 @@ def resolve_engine(cfg: AnswerConfig, problems, on_gpu: bool) -> AnswerConfig:
 
         visible = torch.cuda.device_count()
         if visible and b.tensor_parallel_size > visible:
+            why = ("" if cfg.tensor_parallel_size else
+                   " (the smallest the memory estimate allows on these GPUs)")
             raise ValueError(
-                f"tensor_parallel_size={b.tensor_parallel_size} but this process sees "
-                f"{visible} GPU(s); give it more (CUDA_VISIBLE_DEVICES) or set "
-                f"tensor_parallel_size = {visible} if the estimate above allows it")
+                f"tensor_parallel_size={b.tensor_parallel_size}{why} but this process sees "
+                f"{visible} GPU(s); make more visible (CUDA_VISIBLE_DEVICES)"
+                + (f" or set tensor_parallel_size = {visible}" if cfg.tensor_parallel_size
+                   else ", use GPUs with more memory, or lower max_loras or max_model_len"))
     return dataclasses.replace(cfg, tensor_parallel_size=b.tensor_parallel_size)
 
 

@@ -694,8 +694,8 @@ def test_tensor_parallelism_beyond_the_visible_gpus_is_refused(tiny, tmp_path, m
     cfg = _cfg(tiny, tmp_path / "r", backend="vllm", max_tokens=8, tensor_parallel_size=2)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match=r"^tensor_parallel_size=2 but this process sees 1 "
-                       r"GPU\(s\); give it more \(CUDA_VISIBLE_DEVICES\) or set "
-                       r"tensor_parallel_size = 1 if the estimate above allows it$"):
+                       r"GPU\(s\); make more visible \(CUDA_VISIBLE_DEVICES\) or set "
+                       r"tensor_parallel_size = 1$"):
         resolve_engine(cfg, problems, on_gpu=True)
     # under Ray each shard's task asks for its tensor_parallel_size GPUs itself
     ray = resolve_engine(dataclasses_replace(cfg, launcher="ray"), problems, on_gpu=True)

@@ -364,6 +364,32 @@ def test_one_adamw_over_the_stack_is_one_adamw_per_variant(digit_base, zero_pool
 
 # --- (3) a variant's samples do not depend on its population --------------------------------
 
+def test_a_non_finite_loss_stops_the_step_before_any_update(digit_base, zero_pool, tmp_path):
+    """A NaN in one variant (on CUDA: left-padded rows through some SDPA kernels) must not
+    be trained on silently: sampling does not notice it, the step does, before AdamW."""
+    import torch
+
+    from train_variants.population import Population
+    from train_variants.trainer import load_base
+
+    cfg = cfg_for(digit_base, zero_pool, tmp_path, trainer="population", variants=2)
+    plan = make_plan(cfg)
+    model, tok, _ = load_base(cfg.base, "cpu", "float32")
+    pop = Population(cfg, plan, plan.variants, model, tok, "cpu")
+    try:
+        layer = next(iter(pop.layers.values()))
+        with torch.no_grad():
+            layer.lora_A[1].fill_(float("nan"))  # variant v001 only
+        before = [p.detach().clone() for p in pop.params]
+        with pytest.raises(FloatingPointError, match=r"^step 1: non-finite loss or gradient "
+                           r"norm for v001; no update was applied\."):
+            pop.step(0)
+        for p, b in zip(pop.params, before):
+            assert torch.equal(p.nan_to_num(7.0), b.nan_to_num(7.0))
+    finally:
+        pop.close()
+
+
 def test_samples_do_not_depend_on_the_population(tmp_path):
     """Issue 14, test 3: a variant samples the same completions, step after step, trained
     alone (a population of 1) or among 8 (same seeds).  On the shipped demo base,

@@ -626,9 +626,21 @@ def test_ray_actors_are_fed_variants_and_a_dead_one_is_replaced(monkeypatch, tmp
     assert len(made) == 4  # two, and one replacement after each of the first two failures
     started = [i for i, e in errors.items() if e == "OSError: no base"]
     assert len(started) == 4  # 3 in a row, and the one still in flight at the cut-off
-    assert all(e == "not started: 3 variants in a row failed (last: OSError: no base); fix "
-               "that and rerun (finished variants are kept)"
+    assert all(e == "not started: 3 new Ray actors in a row failed their first variant "
+               "(last: OSError: no base); fix that and rerun (finished variants are kept)"
                for i, e in errors.items() if i not in started)
+
+    # a lost node fails actors that had finished variants: that says nothing about the
+    # other nodes, so it does not count towards the cut-off
+    made.clear()
+    results.clear()
+    fake.get = lambda ref: (VariantResult(f"v{ref.i:03d}", "failed", error="lost")
+                            if ref.i >= 2 and ref.i % 2 == 0 else
+                            VariantResult(f"v{ref.i:03d}", "done"))
+    launch.run_ray(cfg, list(range(12)), results.append)
+    assert sorted(r.id for r in results) == [f"v{i:03d}" for i in range(12)]
+    assert {r.id for r in results if r.status == "failed"} == {"v002", "v004", "v006",
+                                                                "v008", "v010"}
 
     # work no node can hold would wait in Ray's queue forever: refused up front
     big = TrainConfig.from_dict({**cfg.to_dict(), "gpus_per_variant": 8})

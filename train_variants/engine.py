@@ -166,9 +166,6 @@ def shutdown_engine(holder) -> bool:
     destroy_model_parallel()
     destroy_distributed_environment()
     gc.collect()
-    # vLLM's engine shutdown unfreezes the collector (gc.unfreeze), undoing the freeze the
-    # base loader made of the imports' long-lived objects: freeze them again.
-    gc.freeze()
     import torch
 
     if torch.cuda.is_available():

@@ -387,6 +387,21 @@ class Population:
                     p.grad.mul_(coef.view(-1, *([1] * (p.dim() - 1))).to(p.grad.dtype))
         return norms.cpu()
 
+    def _check_finite(self, step: int, losses, norms) -> None:
+        """Stop before a non-finite loss or gradient reaches the weights.  Sampling would not
+        notice a NaN (an inverse-CDF draw returns the last token), so without this the
+        adapters would be trained on garbage and saved with NaN metrics."""
+        import math
+
+        bad = [self.vps[v].id for v in range(self.n)
+               if not (math.isfinite(float(losses[v])) and math.isfinite(float(norms[v])))]
+        if bad:
+            raise FloatingPointError(
+                f"step {step + 1}: non-finite loss or gradient norm for {', '.join(bad)}; "
+                "no update was applied.  On CUDA, left-padded rows through SDPA attention "
+                "can give NaN with some torch kernels: load the base with "
+                "attn_implementation=\"eager\", or lower learning_rate if it diverged")
+
     def step(self, step: int, completions: list[list[int]] | None = None) -> Rows:
         """One GRPO step of every variant; ``completions`` replaces sampling (tests)."""
         t0 = time.perf_counter()
@@ -395,6 +410,7 @@ class Population:
         per_func, total, adv = self.score(rows)
         losses = self.loss_backward(rows, adv)
         norms = self.clip()
+        self._check_finite(step, losses, norms)
         lr = self.opt.param_groups[0]["lr"]
         self.opt.step()
         self.sched.step()

@@ -142,6 +142,12 @@ def load_base(base: str, device: str, dtype: str, budget=None):
     key = (base, device, dtype, repr(placement))
     if key in _BASE_CACHE:
         model, tok = _BASE_CACHE[key]
+        if gc.get_freeze_count() == 0:
+            # vLLM's engine shutdown unfroze the collector (gc.unfreeze in EngineCore's
+            # shutdown), undoing the freeze below; the previous variant is garbage by now
+            # (frozen earlier, its cycles would have outlived it), so collect, then freeze.
+            gc.collect()
+            gc.freeze()
         return model, tok, 0.0
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

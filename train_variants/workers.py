@@ -191,9 +191,9 @@ def ray_session(cfg: TrainConfig):
             ray.shutdown()
 
 
-# After this many variants in a row fail, no more are started: a fault that follows
-# every actor (the project missing on a node, a base that is not there) would otherwise
-# fail the whole queue one variant every few seconds.
+# After this many new actors in a row fail their first variant, no more are started: a
+# fault that follows every actor (the project missing on a node, a base that is not
+# there) would otherwise fail the whole queue one variant every few seconds.
 MAX_FAILURES_IN_A_ROW = 3
 
 
@@ -216,8 +216,9 @@ def run_ray(cfg: TrainConfig, indices: list[int],
 
     An actor whose variant failed -- it died (a lost node, out of memory) or the variant
     raised (a CUDA error can poison the process) -- is replaced by a fresh one; no variant
-    is retried blindly.  After :data:`MAX_FAILURES_IN_A_ROW` failures in a row the
-    variants not yet started are reported failed with the last error, for a rerun.
+    is retried blindly.  After :data:`MAX_FAILURES_IN_A_ROW` new actors in a row fail
+    their first variant, the variants not yet started are reported failed with the last
+    error, for a rerun.
     """
     import ray
 
@@ -247,11 +248,17 @@ def run_ray(cfg: TrainConfig, indices: list[int],
 
 def _dispatch(cfg: TrainConfig, ray, actor, cfg_dict: dict, token: str, on_gpu: bool,
               indices: list[int], report: Callable[[VariantResult], None]) -> None:
-    """Feed the variants to the actors (see :func:`run_ray`)."""
+    """Feed the variants to the actors (see :func:`run_ray`).
+
+    Only failures of fresh actors (on their first variant) count towards the cut-off: a
+    lost node fails every actor it held, each after finishing variants, which says
+    nothing about the others; a fault that follows every actor fails each new one at once.
+    """
     queue = collections.deque(indices)
-    running = {}
+    running, finished = {}, {}
     for _ in range(ray_workers(cfg, on_gpu, len(queue))):
         a = actor.remote(cfg_dict, token)
+        finished[id(a)] = 0
         i = queue.popleft()
         running[a.train.remote(i)] = (a, i)
     in_a_row, last_error = 0, ""
@@ -267,20 +274,23 @@ def _dispatch(cfg: TrainConfig, ray, actor, cfg_dict: dict, token: str, on_gpu: 
                     f"ray worker failed: {type(exc).__name__}: {msg}"))
             report(result)
             if result.status == "failed":
-                in_a_row, last_error = in_a_row + 1, result.error or ""
+                if finished.pop(id(a), 0) == 0:
+                    in_a_row, last_error = in_a_row + 1, result.error or ""
                 ray.kill(a)
                 a = None
                 if in_a_row >= MAX_FAILURES_IN_A_ROW:
                     for j in queue:
                         report(VariantResult(f"v{j:03d}", "failed", error=(
-                            f"not started: {in_a_row} variants in a row failed (last: "
-                            f"{last_error}); fix that and rerun (finished variants "
-                            "are kept)")))
+                            f"not started: {in_a_row} new Ray actors in a row failed their "
+                            f"first variant (last: {last_error}); fix that and rerun "
+                            "(finished variants are kept)")))
                     queue.clear()
                 elif queue:
                     a = actor.remote(cfg_dict, token)
+                    finished[id(a)] = 0
             else:
                 in_a_row = 0
+                finished[id(a)] = finished.get(id(a), 0) + 1
             if a is not None and queue:
                 i = queue.popleft()
                 running[a.train.remote(i)] = (a, i)

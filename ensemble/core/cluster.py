@@ -12,20 +12,38 @@ from __future__ import annotations
 
 import os
 
-# The prefixes of the driver's variables the workers must share.
-FORWARDED_PREFIXES = ("HF_", "ENSEMBLE_", "VLLM_", "TRANSFORMERS_", "TOKENIZERS_")
+# The driver's variables the workers must share: the offline switches and the project's
+# cache, and vLLM's switches -- but not the per-node ones (an engine would bind the
+# driver's address), nor secrets (a runtime env is shown on Ray's dashboard).
+FORWARDED = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
+             "ENSEMBLE_CACHE", "TOKENIZERS_PARALLELISM")
+FORWARDED_PREFIXES = ("VLLM_",)
+PER_NODE = ("VLLM_HOST_IP", "VLLM_PORT", "VLLM_DP_")
 
 
 def forwarded_env(environ=None) -> dict[str, str]:
     """The driver's variables a Ray job passes to its workers.
 
+    Variables the job's own runtime env already sets (``ray job submit --runtime-env``)
+    are left out: Ray refuses to merge two runtime envs that set one key.
+
     Examples
     --------
-    >>> forwarded_env({"HF_HUB_OFFLINE": "1", "HOME": "/root", "ENSEMBLE_CACHE": "/c"})
-    {'ENSEMBLE_CACHE': '/c', 'HF_HUB_OFFLINE': '1'}
+    >>> forwarded_env({"HF_HUB_OFFLINE": "1", "HOME": "/root", "VLLM_HOST_IP": "10.0.0.1",
+    ...                "VLLM_ATTENTION_BACKEND": "FLASH_ATTN", "HF_TOKEN": "secret"})
+    {'HF_HUB_OFFLINE': '1', 'VLLM_ATTENTION_BACKEND': 'FLASH_ATTN'}
     """
+    import json
+
     env = os.environ if environ is None else environ
-    return {k: env[k] for k in sorted(env) if k.startswith(FORWARDED_PREFIXES)}
+    try:
+        job = json.loads(env.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        taken = set((job.get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError):
+        taken = set()
+    return {k: env[k] for k in sorted(env)
+            if (k in FORWARDED or k.startswith(FORWARDED_PREFIXES))
+            and not k.startswith(PER_NODE) and k not in taken}
 
 
 def runtime_env() -> dict:
