@@ -70,6 +70,52 @@ def test_training_arguments_are_pointed_at_the_training_gpu(monkeypatch, tmp_pat
     assert current[-1] == torch.device("cuda", 1)
 
 
+@pytest.mark.parametrize("experts", [False, True])
+def test_the_weight_sync_sends_only_the_merged_adapted_weights(tmp_path, experts):
+    """TRL's own sync iterator (colocate and server modes read it), filtered: only the
+    LoRA-wrapped base weights, merged (W + BA) while they are sent, unmerged after."""
+    import torch
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl.distributed import DistributedBackend
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    from ensemble.testing import build_tiny_moe
+    from train_variants.config import DEFAULT_TARGETS
+    from train_variants.engine import sync_adapted_weights_only
+    from train_variants.trainer import keep_base_exact
+
+    base = AutoModelForCausalLM.from_pretrained(build_tiny_moe(tmp_path / "b"))
+    targets = list(DEFAULT_TARGETS) if experts else ["q_proj", "v_proj"]
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    keep_base_exact(model)
+    gen = object.__new__(VLLMGeneration)  # no engine: only the sync's iterator is used
+    gen.model, gen._dist = model, DistributedBackend(Accelerator(cpu=True))
+    everything = [n for n, _ in gen._iter_named_params()]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    wrapped = sync_adapted_weights_only(gen, model)
+    sent = {}
+    for name, t in gen._iter_named_params():
+        sent[name] = t.clone()
+    layers = len(base.model.layers)
+    assert wrapped == (6 if experts else 2) * layers
+    assert len(sent) == wrapped < len(everything)
+    want = {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight"}
+    if experts:
+        want |= {"model.layers.0.mlp.experts.gate_up_proj", "model.layers.0.mlp.experts.down_proj"}
+    assert want <= set(sent) <= set(everything)
+    q = model.base_model.model.model.layers[0].self_attn.q_proj
+    merged = q.base_layer.weight + q.get_delta_weight("default")
+    torch.testing.assert_close(sent["model.layers.0.self_attn.q_proj.weight"], merged)
+    for n, p in model.named_parameters():  # unmerged after, bit-identical
+        assert torch.equal(p, before[n]), n
+
+
 def test_launcher_variables_trl_leaves_are_put_back(monkeypatch):
     for k in LAUNCH_VARS:
         monkeypatch.delenv(k, raising=False)

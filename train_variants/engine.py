@@ -123,6 +123,35 @@ def train_on_gpu(args, gpu: int) -> None:
     torch.cuda.set_device(device)
 
 
+def sync_adapted_weights_only(vllm_generation, model) -> int:
+    """Make TRL's weight sync send only the base weights LoRA wraps; returns how many.
+
+    TRL merges the adapter and sends every parameter of the model to the engine each
+    step (Qwen3-30B-A3B: ~57 GB, expert tensors through vLLM's fused-MoE loader).  With
+    :func:`train_variants.trainer.keep_base_exact` every other weight is bit-identical to
+    the checkpoint the engine loaded, so only the wrapped ones (merged ``W + BA``) change:
+    ~2 GB for attention-only targets.  The weights are told apart by storage, not by
+    name (TRL rewrites names for vLLM), and TRL's iterator is still run to its end, so
+    its merge and unmerge stay paired.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    adapted = set()
+    for m in model.modules():
+        if isinstance(m, LoraLayer):
+            w = m.get_param() if hasattr(m, "get_param") else m.get_base_layer().weight
+            adapted.add(w.data_ptr())
+    every = vllm_generation._iter_named_params
+
+    def only_adapted():
+        for name, tensor in every():
+            if tensor.data_ptr() in adapted:
+                yield name, tensor
+
+    vllm_generation._iter_named_params = only_adapted
+    return len(adapted)
+
+
 def pin_engine(vllm_generation, engine_gpu: int, train_gpu: int) -> None:
     """Run the engine's generate and weight sync on ``engine_gpu``; make ``train_gpu``
     the current device for the training steps (TRL moves batches to "cuda", the current

@@ -520,9 +520,11 @@ def _grpo_trainer(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, mode
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args,
                               train_dataset=dataset, processing_class=tok)
     if vllm_used:
-        from train_variants.engine import pin_engine, seed_requests
+        from train_variants.engine import (pin_engine, seed_requests,
+                                           sync_adapted_weights_only)
 
         seed_requests(trainer.vllm_generation.llm, vp.sampling_seed)
+        sync_adapted_weights_only(trainer.vllm_generation, model)
         pin_engine(trainer.vllm_generation, budget.engine_gpu, budget.train_gpus[0])
     # transformers prints every step's log dict (PrinterCallback, or through its own
     # bar); one compact bar with the reward replaces both.
