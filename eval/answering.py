@@ -313,10 +313,8 @@ def _answer_with_engine(work: _Work, pending: list[Unit], progress: bool) -> Non
         finally:
             # The next shard on this GPU (a Ray task, a --shard process) must find its
             # memory free: vLLM refuses to start below its gpu_memory_utilization.
-            close = getattr(work.backend, "close", None)  # test stand-ins may have none
             try:
-                if close is not None:
-                    close()
+                work.backend.close()
             except Exception:  # noqa: BLE001 - a dead engine must not hide the real error
                 pass
     _log_invocation(cfg, work.backend, work.summary)

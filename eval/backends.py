@@ -118,12 +118,12 @@ class VLLMBackend:
     def close(self) -> None:
         """Shut the engine down and free its GPU memory (vLLM 0.31/0.32 have no
         ``LLM.shutdown``: the engine core's ``shutdown`` frees its workers)."""
-        llm, self.llm = getattr(self, "llm", None), None
-        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
-        del llm, core
-        _free_memory()
+        from ensemble.core.engines import free_memory, shutdown_llm
+
+        llm, self.llm = self.llm, None
+        shutdown_llm(llm)
+        del llm
+        free_memory()
 
     def _lora(self, adapter):
         if adapter is None:
@@ -219,16 +219,6 @@ def _engine_placement(cfg: AnswerConfig) -> dict:
     return out
 
 
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _fan_out_groups(requests, sampling: bool) -> list[list]:
     """Split requests into runs that one ``SamplingParams(n=...)`` can serve.
 
@@ -292,8 +282,10 @@ class HFBackend:
 
     def close(self) -> None:
         """Drop the model and free its memory (the next shard on this GPU needs it)."""
+        from ensemble.core.engines import free_memory
+
         self.model = self.peft = self._load_base = None
-        _free_memory()
+        free_memory()
 
     def _activate(self, adapter):
         from peft import PeftModel

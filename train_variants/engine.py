@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import hashlib
 import os
 
@@ -123,6 +122,13 @@ def train_on_gpu(args, gpu: int) -> None:
     torch.cuda.set_device(device)
 
 
+def lora_base_weight(layer):
+    """The base weight a PEFT LoRA layer adapts: the wrapped module's ``weight``, or for
+    LoRA on a fused MoE expert tensor (PEFT's ``ParamWrapper``, ``target_parameters``)
+    the wrapped parameter itself (``experts.gate_up_proj``), which has no ``.weight``."""
+    return layer.get_param() if hasattr(layer, "get_param") else layer.get_base_layer().weight
+
+
 def sync_adapted_weights_only(vllm_generation, model) -> int:
     """Make TRL's weight sync send only the base weights LoRA wraps; returns how many.
 
@@ -136,11 +142,8 @@ def sync_adapted_weights_only(vllm_generation, model) -> int:
     """
     from peft.tuners.lora import LoraLayer
 
-    adapted = set()
-    for m in model.modules():
-        if isinstance(m, LoraLayer):
-            w = m.get_param() if hasattr(m, "get_param") else m.get_base_layer().weight
-            adapted.add(w.data_ptr())
+    adapted = {lora_base_weight(m).data_ptr() for m in model.modules()
+               if isinstance(m, LoraLayer)}
     every = vllm_generation._iter_named_params
 
     def only_adapted():
@@ -180,23 +183,19 @@ def shutdown_engine(holder) -> bool:
     through vLLM's external launcher) destroyed, so the next variant's engine starts
     from a clean process.
     """
+    from ensemble.core.engines import free_memory, shutdown_llm
+
     gen = getattr(holder, "vllm_generation", holder)
     llm = getattr(gen, "llm", None)
     if llm is None:
         return False
-    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if core is not None and hasattr(core, "shutdown"):
-        core.shutdown()
+    shutdown_llm(llm)
     gen.llm = None
-    del llm, core
+    del llm
     from vllm.distributed.parallel_state import (destroy_distributed_environment,
                                                  destroy_model_parallel)
 
     destroy_model_parallel()
     destroy_distributed_environment()
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_memory()
     return True

@@ -74,9 +74,8 @@ def keep_base_exact(model) -> int:
     This keeps a copy of every LoRA-wrapped base weight (on the CPU, so no accelerator
     memory: attention-only targets of a 30B MoE are ~2 GB; expert targets copy the fused
     expert weights too, ~57 GB of host memory and as much copied back each step) and
-    writes it back after each unmerge.  LoRA on a fused MoE expert tensor is PEFT's
-    ``ParamWrapper`` (``target_parameters``), whose base weight is the wrapped parameter
-    (``get_param()``: ``experts.gate_up_proj``), not a ``.weight``.
+    writes it back after each unmerge (fused MoE expert tensors included:
+    :func:`train_variants.engine.lora_base_weight`).
 
     Returns
     -------
@@ -86,8 +85,7 @@ def keep_base_exact(model) -> int:
     import torch
     from peft.tuners.lora import LoraLayer
 
-    def base_weight(m):
-        return m.get_param() if hasattr(m, "get_param") else m.get_base_layer().weight
+    from train_variants.engine import lora_base_weight as base_weight
 
     layers = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
     pristine = {name: base_weight(m).detach().to("cpu", copy=True)

@@ -255,17 +255,16 @@ def _dispatch(cfg: TrainConfig, ray, actor, cfg_dict: dict, token: str, on_gpu: 
     nothing about the others; a fault that follows every actor fails each new one at once.
     """
     queue = collections.deque(indices)
-    running, finished = {}, {}
+    running = {}  # ref -> (actor, variant index, variants that actor finished before)
     for _ in range(ray_workers(cfg, on_gpu, len(queue))):
         a = actor.remote(cfg_dict, token)
-        finished[id(a)] = 0
         i = queue.popleft()
-        running[a.train.remote(i)] = (a, i)
+        running[a.train.remote(i)] = (a, i, 0)
     in_a_row, last_error = 0, ""
     while running:
         ready, _ = ray.wait(list(running), num_returns=1)
         for ref in ready:
-            a, i = running.pop(ref)
+            a, i, finished = running.pop(ref)
             try:
                 result = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a lost node, a dead actor
@@ -274,10 +273,10 @@ def _dispatch(cfg: TrainConfig, ray, actor, cfg_dict: dict, token: str, on_gpu: 
                     f"ray worker failed: {type(exc).__name__}: {msg}"))
             report(result)
             if result.status == "failed":
-                if finished.pop(id(a), 0) == 0:
+                if finished == 0:
                     in_a_row, last_error = in_a_row + 1, result.error or ""
                 ray.kill(a)
-                a = None
+                a, finished = None, 0
                 if in_a_row >= MAX_FAILURES_IN_A_ROW:
                     for j in queue:
                         report(VariantResult(f"v{j:03d}", "failed", error=(
@@ -287,10 +286,8 @@ def _dispatch(cfg: TrainConfig, ray, actor, cfg_dict: dict, token: str, on_gpu: 
                     queue.clear()
                 elif queue:
                     a = actor.remote(cfg_dict, token)
-                    finished[id(a)] = 0
             else:
-                in_a_row = 0
-                finished[id(a)] = finished.get(id(a), 0) + 1
+                in_a_row, finished = 0, finished + 1
             if a is not None and queue:
                 i = queue.popleft()
-                running[a.train.remote(i)] = (a, i)
+                running[a.train.remote(i)] = (a, i, finished)

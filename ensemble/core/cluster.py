@@ -51,12 +51,6 @@ def runtime_env() -> dict:
     return {"env_vars": forwarded_env()}
 
 
-def largest_node_gpus(nodes: list[dict]) -> float:
-    """GPUs of the largest live node in ``ray.nodes()``."""
-    return max((n.get("Resources", {}).get("GPU", 0) for n in nodes if n.get("Alive")),
-               default=0)
-
-
 def check_placeable(nodes: list[dict], gpus: int, what: str, holder: str) -> None:
     """Refuse work that no node can hold (Ray would queue it forever, silently).
 
@@ -68,7 +62,8 @@ def check_placeable(nodes: list[dict], gpus: int, what: str, holder: str) -> Non
     ...
     ValueError: gpus=4 but the largest node of the Ray cluster has 2 GPU(s), and a task must fit on one node; lower gpus or add larger nodes
     """
-    most = largest_node_gpus(nodes)
+    most = max((n.get("Resources", {}).get("GPU", 0) for n in nodes if n.get("Alive")),
+               default=0)  # nodes: ray.nodes()
     if gpus > most:
         raise ValueError(f"{what}={gpus} but the largest node of the Ray cluster has {most:g} "
                          f"GPU(s), and {holder} must fit on one node; lower {what} or add "
