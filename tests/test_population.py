@@ -671,6 +671,39 @@ def test_killed_chunk_is_retrained_to_the_uninterrupted_result(digit_base, zero_
         assert any(float(a[k].abs().max()) > 1e-3 for k in a if "lora_B" in k)
 
 
+@pytest.mark.slow
+def test_local_workers_train_the_adapters_of_one_process(digit_base, zero_pool, tmp_path):
+    """``--workers 2`` splits the variants between two spawned processes (shares of
+    ``parts``) and writes the adapters one process writes with all of them in one chunk:
+    which variants share a pass changes none of them."""
+    from safetensors.torch import load_file
+
+    from train_variants.training import run_train
+
+    common = tiny_train_config(digit_base, zero_pool, tmp_path, variants=4, steps=6,
+                               max_completion_length=3, cpu_threads=1, trainer="population")
+    split = TrainConfig.from_dict({**common, "out": str(tmp_path / "split"), "workers": 2})
+    one = TrainConfig.from_dict({**common, "out": str(tmp_path / "one")})
+    assert sorted(run_train(split, progress=False).done) == ["v000", "v001", "v002", "v003"]
+    assert sorted(run_train(one, progress=False).done) == ["v000", "v001", "v002", "v003"]
+    runs = {}
+    for vid in ("v000", "v001", "v002", "v003"):
+        meta = [json.loads((c.out / "variants" / vid / "variant.json").read_text())["run"]
+                for c in (split, one)]
+        runs[vid] = (meta[0]["population"], meta[1]["population"], meta[0]["pid"])
+        a = load_file(str(split.out / "variants" / vid / "adapter_model.safetensors"))
+        b = load_file(str(one.out / "variants" / vid / "adapter_model.safetensors"))
+        assert a.keys() == b.keys()
+        assert all(float((a[k] - b[k]).abs().max()) <= 1e-6 for k in a), vid
+        assert any(float(a[k].abs().max()) > 1e-3 for k in a if "lora_B" in k)
+    # Two shares, trained in two processes other than this one; one chunk in one process.
+    assert {v: r[0] for v, r in runs.items()} == {
+        "v000": ["v000", "v001"], "v001": ["v000", "v001"],
+        "v002": ["v002", "v003"], "v003": ["v002", "v003"]}
+    assert all(r[1] == ["v000", "v001", "v002", "v003"] for r in runs.values())
+    assert runs["v000"][2] != runs["v002"][2] and os.getpid() not in {r[2] for r in runs.values()}
+
+
 # --- settings, chunks, dependencies ------------------------------------------------------------
 
 def _invoke(*args):
@@ -689,9 +722,9 @@ def _invoke(*args):
     ("grad_accum", "2\nloss_type = \"bnpo\"", "loss_type='bnpo' with grad_accum=2 is not "
      "covered by the population trainer: TRL normalises it per micro-batch of a random split "
      "of the step; use --trainer trl"),
-    ("workers", "2", "launcher='local' with workers=2 is not covered by the population "
-     "trainer, which trains its chunks in this one process; use launcher local with workers "
-     "1, or --trainer trl"),
+    ("launcher", '"ray"', "launcher='ray' is not covered by the population trainer, which "
+     "trains its chunks in local processes; use launcher local (--workers N for N "
+     "processes), or --trainer trl"),
     ("population_size", "0", "population_size=0 must be at least 1 (variants trained "
      "together); leave it out for as many as fit in memory"),
 ])

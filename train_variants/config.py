@@ -145,8 +145,9 @@ class TrainConfig(StrictConfig):
                                           "half the free memory].", run_only=True)
     launcher: str = setting("local", "local: this machine; ray: one worker per variant slot.",
                             choices=LAUNCHERS, run_only=True)
-    workers: int = setting(1, "Local worker processes, each with --gpus-per-variant GPUs; "
-                           "Ray actors (1: as many as the cluster holds).", run_only=True)
+    workers: int = setting(1, "Local worker processes, each with --gpus-per-variant GPUs "
+                           "(population trainer: one); Ray actors (1: as many as the cluster "
+                           "holds).", run_only=True)
     device: str = setting("auto", "auto: cuda when available, else cpu.", choices=DEVICES)
     dtype: str = setting("auto", "auto: bfloat16 on cuda, float32 on cpu.", choices=DTYPES)
     use_vllm: bool | None = setting(None, "TRL's vLLM generation [default: only with CUDA "
@@ -226,6 +227,11 @@ class TrainConfig(StrictConfig):
         if self.population_size is not None and self.population_size < 1:
             raise ValueError(f"population_size={self.population_size} must be at least 1 (variants "
                              "trained together); leave it out for as many as fit in memory")
+        if self.trainer == "population" and self.launcher != "local":
+            # Checked here, before a Ray session is started for nothing.
+            raise ValueError(f"launcher={self.launcher!r} is not covered by the population "
+                             "trainer, which trains its chunks in local processes; use launcher "
+                             "local (--workers N for N processes), or --trainer trl")
         if self.cpus_per_variant <= 0:
             raise ValueError(f"cpus_per_variant={self.cpus_per_variant} must be positive")
         for name in ("gpus_per_variant", "micro_batch", "vllm_max_model_len"):

@@ -1,6 +1,7 @@
 """Population training: the variants of a chunk trained together on one copy of the base.
 
-``--trainer population`` trains ``population_size`` variants at a time in one process.
+``--trainer population`` trains ``population_size`` variants at a time in one process
+(with ``--workers N``, in each of N local processes, one GPU each on CUDA: :func:`parts`).
 Their LoRA weights are stacked (:mod:`train_variants.stacked_lora`), so each GRPO step is
 
 1. one batched generation over every variant's prompts, each row through its own
@@ -92,8 +93,8 @@ def check_supported(cfg: TrainConfig) -> None:
     ------
     ValueError
         ``use_vllm=true``, a ``loss_type`` other than dapo/grpo/dr_grpo/bnpo (bnpo only
-        with ``grad_accum=1``), ``lora_dropout > 0``, or a launcher other than one local
-        process; each message says to use ``--trainer trl``.
+        with ``grad_accum=1``) or ``lora_dropout > 0``; each message says to use
+        ``--trainer trl``.  (The Ray launcher is refused by the config itself.)
     """
     from train_variants.grpo_math import LOSS_TYPES
 
@@ -112,10 +113,6 @@ def check_supported(cfg: TrainConfig) -> None:
         raise ValueError(f"lora_dropout={cfg.lora_dropout} is not covered by the population "
                          "trainer (dropout would draw from one stream shared by all "
                          "variants)" + fix)
-    if cfg.launcher != "local" or cfg.workers != 1:
-        raise ValueError(f"launcher={cfg.launcher!r} with workers={cfg.workers} is not covered by "
-                         "the population trainer, which trains its chunks in this one process; "
-                         "use launcher local with workers 1, or --trainer trl")
 
 
 def _check_no_dropout(model) -> None:
@@ -558,11 +555,30 @@ def variant_bytes(model, cfg: TrainConfig, rank: int) -> int:
 
 
 def population_size(cfg: TrainConfig, model, device: str, todo: int, rank: int) -> int:
-    """``cfg.population_size``, or as many variants as fit in half the free memory."""
+    """``cfg.population_size``, or as many variants as fit in half the free memory (on
+    CPU, of this worker's share of it: ``cfg.workers`` processes size themselves at once
+    from the same free memory; on CUDA each worker has a GPU of its own)."""
     if cfg.population_size is not None:
         return max(1, min(cfg.population_size, todo))
-    fit = available_memory(device) // 2 // max(1, variant_bytes(model, cfg, rank))
+    share = cfg.workers if device == "cpu" else 1
+    fit = available_memory(device) // 2 // share // max(1, variant_bytes(model, cfg, rank))
     return max(1, min(todo, int(fit)))
+
+
+def parts(indices: list[int], workers: int, size: int | None) -> list[list[int]]:
+    """The local workers' shares of ``indices``: chunks of ``population_size`` when it is
+    set, at most an even share each (so no worker idles); one share per worker without it
+    (each worker then chunks its share by its memory).  Which variants share a pass
+    changes none of them (each samples from its own stream), so any split gives the
+    adapters of one process.
+
+    Examples
+    --------
+    >>> parts([0, 1, 2, 3, 4], 2, None), parts(list(range(6)), 2, 2), parts([0, 1, 2], 2, 8)
+    ([[0, 1, 2], [3, 4]], [[0, 1], [2, 3], [4, 5]], [[0, 1], [2]])
+    """
+    even = -(-len(indices) // max(1, workers))
+    return chunks(sorted(indices), max(1, min(size or even, even)))
 
 
 def chunks(indices: list[int], size: int) -> list[list[int]]:

@@ -51,6 +51,22 @@ def train_index(cfg_dict: dict, index: int, progress: bool = False) -> VariantRe
         return VariantResult(vp.id, "failed", error=f"{type(exc).__name__}: {exc}")
 
 
+def train_part(cfg_dict: dict, indices: list[int]) -> list[VariantResult]:
+    """Train the variants ``indices`` with the population trainer in this process (a
+    local worker's share); a failure before a variant was reported fails it."""
+    from train_variants.population import launch_population
+
+    cfg = TrainConfig.from_dict(cfg_dict)
+    results: list[VariantResult] = []
+    try:
+        launch_population(cfg, _plan_for(cfg), indices, results.append, progress=False)
+    except Exception as exc:  # noqa: BLE001 - e.g. the base failed to load in this worker
+        seen = {r.id for r in results}
+        results += [VariantResult(f"v{i:03d}", "failed", error=f"{type(exc).__name__}: {exc}")
+                    for i in indices if f"v{i:03d}" not in seen]
+    return results
+
+
 class RayWorker:
     """A Ray actor that trains variant after variant in one process (one base load)."""
 
@@ -111,7 +127,7 @@ def gpu_slots(workers: int, per_worker: int, visible: int) -> list[list[int]]:
 def launch(cfg: TrainConfig, plan: Plan, indices: list[int],
            report: Callable[[VariantResult], None], progress: bool = True) -> None:
     """Train the variants ``indices`` with ``cfg.launcher``; ``report`` gets each result."""
-    if cfg.trainer == "population":
+    if cfg.trainer == "population" and cfg.workers == 1:
         from train_variants.population import launch_population
 
         return launch_population(cfg, plan, indices, report, progress=progress)
@@ -128,11 +144,12 @@ def launch(cfg: TrainConfig, plan: Plan, indices: list[int],
 
 def run_pool(cfg: TrainConfig, indices: list[int],
              report: Callable[[VariantResult], None]) -> None:
-    """``cfg.workers`` spawned processes, each taking the next variant when it is free.
+    """``cfg.workers`` spawned processes, each taking the next variant when it is free
+    (the population trainer: the next share of :func:`train_variants.population.parts`).
 
-    On CUDA, worker w sees GPUs ``w*g .. w*g+g-1`` only (g = ``gpus_per_variant``); on
-    CPU each worker gets ``cores // workers`` threads, so the workers do not fight over
-    cores.
+    On CUDA, worker w sees GPUs ``w*g .. w*g+g-1`` only (g = ``gpus_per_variant``; one for
+    the population trainer, which holds its base on one device); on CPU each worker gets
+    ``cores // workers`` threads, so the workers do not fight over cores.
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -142,14 +159,22 @@ def run_pool(cfg: TrainConfig, indices: list[int],
     from train_variants.trainer import cpu_threads
 
     device = resolve_device(cfg)
-    workers = min(cfg.workers, len(indices))
+    population = cfg.trainer == "population"
+    if population:
+        from train_variants.population import parts
+
+        shares = parts(indices, cfg.workers, cfg.population_size)
+    else:
+        shares = [[i] for i in indices]
+    workers = min(cfg.workers, len(shares))
     ctx = mp.get_context("spawn")  # fork after torch/OpenMP initialisation can deadlock
     slots = ctx.Queue()
     if device == "cuda":
         import torch
 
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        for slot in gpu_slots(workers, cfg.gpus_per_variant or 1, torch.cuda.device_count()):
+        per_worker = 1 if population else cfg.gpus_per_variant or 1
+        for slot in gpu_slots(workers, per_worker, torch.cuda.device_count()):
             slots.put(physical_gpus(slot, visible))
     else:
         for w in range(workers):
@@ -158,15 +183,21 @@ def run_pool(cfg: TrainConfig, indices: list[int],
     cfg_dict = cfg.to_dict()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(slots, threads, device)) as pool:
-        futures = {pool.submit(train_index, cfg_dict, i): i for i in indices}
+        if population:
+            futures = {pool.submit(train_part, cfg_dict, share): share for share in shares}
+        else:
+            futures = {pool.submit(train_index, cfg_dict, i): [i] for i in indices}
         for fut in as_completed(futures):
-            i = futures[fut]
             try:
-                report(fut.result())
+                result = fut.result()
             except BrokenProcessPool as exc:
-                # A worker died (killed, out of memory): its variant and the ones queued
+                # A worker died (killed, out of memory): its variants and the ones queued
                 # behind it are not done; a rerun trains them.
-                report(VariantResult(f"v{i:03d}", "failed", error=f"worker died: {exc}"))
+                for i in futures[fut]:
+                    report(VariantResult(f"v{i:03d}", "failed", error=f"worker died: {exc}"))
+                continue
+            for r in result if isinstance(result, list) else [result]:
+                report(r)
 
 
 @contextlib.contextmanager
