@@ -243,7 +243,6 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
     from eval.budget import resolve_backend, resolve_engine
 
     cfg = resolve_backend(cfg, has_cuda())
-    _check_existing(cfg)
     # The check `ensemble train` makes: a missing directory or an uncached hub id is one
     # line naming the base, not the backend's OSError after the engine started loading.
     base_fp = base_fingerprint(cfg.base)
@@ -260,6 +259,10 @@ def _run_answer(cfg: AnswerConfig, progress: bool) -> AnswerSummary:
     # The engine's settings from the model, adapters and prompts; too little GPU memory
     # is an error here, before any engine starts (eval.budget).
     cfg = resolve_engine(cfg, problems, on_gpu=has_cuda())
+    # After the engine settings are resolved: answers.json records resolved values (a
+    # float32 checkpoint's dtype "auto" is served in bfloat16 on CUDA), so a rerun or the
+    # next local shard compares like with like.
+    _check_existing(cfg)
     # Balanced shards: large units are split into parts of consecutive requests (eval.split)
     plan = shard_pieces(units, len(problems), cfg.shard_count)
     mine = plan[cfg.shard_index]

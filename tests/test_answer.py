@@ -763,6 +763,40 @@ def test_engine_placement_and_batch_invariance(tiny, tmp_path, monkeypatch):
         assert backends.batch_invariance(dataclasses_replace(cfg, batch_invariant=False)) is False
 
 
+def test_a_gpu_rerun_of_a_float32_base_is_not_refused_for_its_resolved_dtype(tiny, tmp_path,
+                                                                            monkeypatch):
+    """A float32 checkpoint's dtype "auto" is served in bfloat16 on CUDA and answers.json
+    records "bfloat16": the next local shard or a rerun must compare resolved values, not
+    refuse its own run ("answered with dtype='bfloat16', not 'auto'").  CUDA is faked and
+    the engine stood in for: the check runs before any engine."""
+    import torch
+
+    from eval import answering, backends, budget
+    from ensemble.core.files import write_json
+
+    monkeypatch.setattr(backends, "has_cuda", lambda: True)
+    monkeypatch.setattr(backends, "engine_supports", lambda option: True)
+    monkeypatch.setattr(budget, "visible_gpu_gb", lambda: 79.6)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    reached = []
+
+    def engine(work, pending, progress):  # what the first answered unit writes
+        reached.append(work.cfg.dtype)
+        write_json(answering.RunDir(work.cfg.out).answers_json, work.record)
+
+    monkeypatch.setattr(answering, "_answer_with_engine", engine)
+    cfg = _cfg(tiny, tmp_path / "r", backend="vllm", condition="repetition",
+               repetition_model=["base"], repetition_samples=2)
+    for _ in range(2):
+        run_answer(cfg, progress=False)
+    assert reached == ["bfloat16", "bfloat16"]
+    recorded = json.loads((tmp_path / "r" / "answers.json").read_text())["config"]["dtype"]
+    assert recorded == "bfloat16"
+    # A setting that does change the answers is still refused.
+    with pytest.raises(ValueError, match="answered with dtype='bfloat16', not 'float16'"):
+        run_answer(dataclasses_replace(cfg, dtype="float16"), progress=False)
+
+
 # --- balanced shards: large units split into parts (eval.split; issue 17, point 10) ----
 
 def test_large_units_are_split_so_shards_get_balanced_work():
