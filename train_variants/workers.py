@@ -126,20 +126,27 @@ def gpu_slots(workers: int, per_worker: int, visible: int) -> list[list[int]]:
 
 def launch(cfg: TrainConfig, plan: Plan, indices: list[int],
            report: Callable[[VariantResult], None], progress: bool = True) -> None:
-    """Train the variants ``indices`` with ``cfg.launcher``; ``report`` gets each result."""
-    if cfg.trainer == "population" and cfg.workers == 1:
-        from train_variants.population import launch_population
+    """Train the variants ``indices`` with ``cfg.launcher``; ``report`` gets each result.
 
-        return launch_population(cfg, plan, indices, report, progress=progress)
+    Training in this process (one local worker) ends by releasing the cached base, so
+    that what follows in this process (answering, in ``ensemble run``) finds the memory.
+    """
     if cfg.launcher == "ray":
         return run_ray(cfg, indices, report)
-    if cfg.workers == 1:
-        from train_variants.trainer import train_variant
+    if cfg.workers > 1:
+        return run_pool(cfg, indices, report)
+    from train_variants.trainer import release_base, train_variant
 
+    try:
+        if cfg.trainer == "population":
+            from train_variants.population import launch_population
+
+            return launch_population(cfg, plan, indices, report, progress=progress)
         for i in indices:
             report(train_variant(cfg, plan.for_indices([i])[0], plan, progress=progress))
         return None
-    return run_pool(cfg, indices, report)
+    finally:
+        release_base()
 
 
 def run_pool(cfg: TrainConfig, indices: list[int],
@@ -322,3 +329,7 @@ def _dispatch(cfg: TrainConfig, ray, actor, cfg_dict: dict, token: str, on_gpu: 
             if a is not None and queue:
                 i = queue.popleft()
                 running[a.train.remote(i)] = (a, i, finished)
+            elif a is not None:
+                # Nothing left for it: its GPUs and its base go back now, not when the
+                # handle is collected (ensemble run answers next, on the same cluster).
+                ray.kill(a)

@@ -15,7 +15,10 @@ import os
 # The driver's variables the workers must share: the offline switches and the project's
 # cache, and vLLM's switches -- but not the per-node ones (an engine would bind the
 # driver's address), nor secrets (a runtime env is shown on Ray's dashboard).
+# The hub's cache and endpoint too: a driver with HF_HOME=/shared/hf and the hub offline
+# would otherwise send its workers to look in their own ~/.cache, and fail.
 FORWARDED = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
+             "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_ENDPOINT",
              "ENSEMBLE_CACHE", "TOKENIZERS_PARALLELISM")
 FORWARDED_PREFIXES = ("VLLM_",)
 PER_NODE = ("VLLM_HOST_IP", "VLLM_PORT", "VLLM_DP_")
@@ -30,8 +33,9 @@ def forwarded_env(environ=None) -> dict[str, str]:
     Examples
     --------
     >>> forwarded_env({"HF_HUB_OFFLINE": "1", "HOME": "/root", "VLLM_HOST_IP": "10.0.0.1",
-    ...                "VLLM_ATTENTION_BACKEND": "FLASH_ATTN", "HF_TOKEN": "secret"})
-    {'HF_HUB_OFFLINE': '1', 'VLLM_ATTENTION_BACKEND': 'FLASH_ATTN'}
+    ...                "VLLM_ATTENTION_BACKEND": "FLASH_ATTN", "HF_TOKEN": "secret",
+    ...                "HF_HOME": "/shared/hf"})
+    {'HF_HOME': '/shared/hf', 'HF_HUB_OFFLINE': '1', 'VLLM_ATTENTION_BACKEND': 'FLASH_ATTN'}
     """
     import json
 
