@@ -60,10 +60,9 @@ def launch_answer(cfg: AnswerConfig, progress: bool = True) -> AnswerSummary:
                 "GPUs but this machine has; point ray_address at the GPU cluster, or "
                 "answer with launcher = \"local\"")
         if gpus and cfg.gpu_memory_gb is None and not has_cuda():
-            # A driver without a GPU (a login node) would size the engines for the
-            # default 80 GiB: ask one GPU of the cluster instead.
-            probe = ray.remote(num_gpus=1, num_cpus=0, max_retries=0)(_gpu_gb)
-            cfg = dataclasses.replace(cfg, gpu_memory_gb=ray.get(probe.remote()))
+            from ensemble.core.cluster import probe_gpu_gb
+
+            cfg = dataclasses.replace(cfg, gpu_memory_gb=probe_gpu_gb(ray))
         if gpus:
             from eval.budget import resolve_engine
             from ensemble.core.problems import load_problems
@@ -110,11 +109,3 @@ def _shard_task(cfg_dict: dict, index: int, count: int,
     cfg = AnswerConfig.from_dict({**cfg_dict, "launcher": "local", "shard": f"{index}/{count}"})
     check_visible(cfg.out, "the run directory", token)
     return run_answer(cfg, progress=False)
-
-
-def _gpu_gb() -> float | None:
-    """One GPU's memory in GiB, on a Ray worker that holds one."""
-    from ensemble.core.sizing import visible_gpu_gb
-
-    gb = visible_gpu_gb()
-    return None if gb is None else round(gb, 1)

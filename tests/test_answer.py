@@ -429,6 +429,7 @@ def test_ray_answering_refuses_a_cluster_that_cannot_hold_it(tiny, tmp_path, mon
     CPUs without a word; a shard's engine larger than any node would wait forever."""
     import types
 
+    from ensemble.core import cluster
     from eval import backends
     from eval import shards as launch
 
@@ -441,7 +442,7 @@ def test_ray_answering_refuses_a_cluster_that_cannot_hold_it(tiny, tmp_path, mon
     fake = types.SimpleNamespace(
         is_initialized=lambda: True, cluster_resources=lambda: {"CPU": 8.0},
         nodes=lambda: [{"Alive": True, "Resources": {"GPU": 2.0}}],
-        remote=remote, get=lambda ref: 141.0 if ref[0] is launch._gpu_gb else None,
+        remote=remote, get=lambda ref: 141.0 if ref[0] is cluster.gpu_memory_gb else None,
         shutdown=lambda: None)
     monkeypatch.setitem(sys.modules, "ray", fake)
     monkeypatch.setattr(backends, "has_cuda", lambda: True)

@@ -596,6 +596,41 @@ def test_gpu_budget_is_resolved_from_the_model_and_written(tmp_path):
         resolve_budget(big, make_plan(big), on_gpu=True, vllm=True)
 
 
+def test_a_driver_without_a_gpu_sizes_training_by_a_cluster_gpu(digit_base, zero_pool,
+                                                                 tmp_path, monkeypatch):
+    """A login-node driver (no CUDA) on a GPU Ray cluster asks one cluster GPU for its
+    memory; the budget is then computed for that card, not for the default 80 GiB."""
+    import types
+
+    import torch
+
+    from ensemble.core import cluster
+    from train_variants import training
+
+    asked = []
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: True, cluster_resources=lambda: {"GPU": 8.0, "CPU": 64.0},
+        remote=lambda **opts: asked.append(opts) or (
+            lambda fn: types.SimpleNamespace(remote=lambda: fn)),
+        get=lambda fn: 139.8 if fn is cluster.gpu_memory_gb else None)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    seen = []
+    monkeypatch.setattr(training, "_run_train",
+                        lambda cfg, progress, device: seen.append((cfg.gpu_memory_gb, device)))
+    cfg = TrainConfig.from_dict({**tiny_train_config(digit_base, zero_pool, tmp_path / "r"),
+                                 "device": "auto", "launcher": "ray"})
+    training.run_train(cfg, progress=False)
+    assert seen == [(139.8, "cuda")]
+    assert asked == [{"num_gpus": 1, "num_cpus": 0, "max_retries": 0}]
+    # given by hand, or with a GPU on the driver, nothing is asked
+    training.run_train(TrainConfig.from_dict({**cfg.to_dict(), "gpu_memory_gb": 40.0}),
+                       progress=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    training.run_train(cfg, progress=False)
+    assert seen[1:] == [(40.0, "cuda"), (None, "cuda")] and len(asked) == 1
+
+
 def test_ray_actors_are_fed_variants_and_a_dead_one_is_replaced(monkeypatch, tmp_path):
     """A stand-in Ray: two actors of 2 GPUs each on a 4-GPU cluster take the variants in
     turn; the actor training v001 dies, v001 fails alone and a new actor takes over."""

@@ -162,7 +162,17 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> TrainSummary:
     cfg = dataclasses.replace(cfg, base=resolve_base(cfg.base, progress=progress))
     session = ray_session(cfg) if cfg.launcher == "ray" else contextlib.nullcontext(None)
     with session as cluster_gpus:
-        return _run_train(cfg, progress, planned_device(cfg, cluster_gpus))
+        device = planned_device(cfg, cluster_gpus)
+        if cluster_gpus and device == "cuda" and cfg.gpu_memory_gb is None:
+            import torch
+
+            if not torch.cuda.is_available():  # a driver on a login node
+                import ray
+
+                from ensemble.core.cluster import probe_gpu_gb
+
+                cfg = dataclasses.replace(cfg, gpu_memory_gb=probe_gpu_gb(ray))
+        return _run_train(cfg, progress, device)
 
 
 def planned_device(cfg: TrainConfig, cluster_gpus: float | None = None) -> str:

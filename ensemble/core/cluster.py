@@ -72,3 +72,22 @@ def check_placeable(nodes: list[dict], gpus: int, what: str, holder: str) -> Non
         raise ValueError(f"{what}={gpus} but the largest node of the Ray cluster has {most:g} "
                          f"GPU(s), and {holder} must fit on one node; lower {what} or add "
                          "larger nodes")
+
+
+def gpu_memory_gb() -> float | None:
+    """One GPU's memory in GiB, run on a Ray worker that holds one (:func:`probe_gpu_gb`)."""
+    from ensemble.core.sizing import visible_gpu_gb
+
+    gb = visible_gpu_gb()
+    return None if gb is None else round(gb, 1)
+
+
+def probe_gpu_gb(ray) -> float | None:
+    """Ask one GPU of the cluster for its memory (``ray``: the imported module).
+
+    A driver without a GPU (a login node) would otherwise size the work for the default
+    80 GiB: half the variants per node on H200s, engines that cannot start on 40 GB cards.
+    """
+    task = ray.remote(num_gpus=1, num_cpus=0, max_retries=0)(gpu_memory_gb)
+    return ray.get(task.remote())
+
