@@ -66,6 +66,10 @@ import numpy as np
 from scipy import stats
 
 from ensemble.core.bootstrap import ci_sources, model_resamples, problem_resamples, resample_counts
+# Wilson's interval and the crossed design's pieces are shared with the vote stage's
+# curve intervals; wilson_interval is part of this module's interface too.
+from ensemble.core.proportions import (effective_n, model_components, model_inflation,  # noqa: F401
+                                       wilson_interval)
 
 __all__ = [
     "METHODS",
@@ -197,11 +201,7 @@ def _components(wc: np.ndarray, wr: np.ndarray) -> dict:
     out = {"m": m, "p": p, "gap": gap, "rbar": rbar, "s2_d": s2_d,
            "s2_m": 0.0, "ms_res": 0.0, "sigma_b2": 0.0}
     if m >= 2:
-        mbar = wr.mean(axis=1)
-        resid = wr - mbar[:, None] - rbar[None, :] + wr.mean()
-        out["s2_m"] = float(mbar.var(ddof=1))
-        out["ms_res"] = float((resid ** 2).sum() / ((m - 1) * (p - 1)))
-        out["sigma_b2"] = out["s2_m"] - out["ms_res"] / p
+        out["s2_m"], out["ms_res"], out["sigma_b2"] = model_components(wr)
     return out
 
 
@@ -321,59 +321,6 @@ def _jackknife_acceleration(wc: np.ndarray, wr: np.ndarray) -> float:
 # --------------------------------------------------------------------------- Wilson / MOVER
 
 
-def wilson_interval(p_hat: float, n: float, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion from ``n`` (possibly effective) trials.
-
-    Parameters
-    ----------
-    p_hat : float
-        Observed proportion (or mean of values in [0, 1]).
-    n : float
-        Sample size; a non-integer *effective* sample size ``p(1-p) / Var(p_hat)`` is
-        allowed; ``inf`` gives the zero-width interval ``(p_hat, p_hat)``.
-    level : float
-        Confidence level.
-
-    Returns
-    -------
-    (low, high) : tuple of float
-
-    References
-    ----------
-    .. [1] Wilson, E. B. (1927). Probable inference, the law of succession, and
-       statistical inference. JASA 22(158), 209-212.
-
-    Examples
-    --------
-    >>> [round(x, 4) for x in wilson_interval(0.0, 10)]
-    [0.0, 0.2775]
-    """
-    if not np.isfinite(n):
-        return float(p_hat), float(p_hat)
-    z = stats.norm.ppf(0.5 + level / 2)
-    z2n = z * z / n
-    centre = (p_hat + z2n / 2) / (1 + z2n)
-    half = z / (1 + z2n) * np.sqrt(p_hat * (1 - p_hat) / n + z2n / (4 * n))
-    return float(max(centre - half, 0.0)), float(min(centre + half, 1.0))
-
-
-def _effective_n(p_hat: float, var_mean: float, p: int) -> float:
-    """``p(1-p) / Var(mean)``; P for a boundary proportion, inf for a constant."""
-    if p_hat <= 0.0 or p_hat >= 1.0:
-        return float(p)
-    if var_mean <= 0.0:
-        return float("inf")
-    return p_hat * (1 - p_hat) / var_mean
-
-
-def _model_inflation(m: int, level: float) -> float:
-    """``(t_{M-1} / z)^2``: the factor on the between-model variance (1 for M == 1)."""
-    if m < 2:
-        return 1.0
-    q = 0.5 + level / 2
-    return float((stats.t.ppf(q, m - 1) / stats.norm.ppf(q)) ** 2)
-
-
 def _newcombe(wc: np.ndarray, wr: np.ndarray, c: dict, level: float) -> tuple[float, float]:
     m, p = wr.shape
     rbar = c["rbar"]
@@ -390,9 +337,9 @@ def _newcombe(wc: np.ndarray, wr: np.ndarray, c: dict, level: float) -> tuple[fl
     # whole sum.  The Satterthwaite df is estimated from the same components and runs
     # high exactly when the model spread is underestimated; with M = 4 and a dominant
     # model component it covered only 0.88-0.92 (docs/results_gap_coverage.md).
-    var2 += (_model_inflation(m, level) - 1.0) * var_model
-    n1 = _effective_n(p1, var1, p)
-    n2 = _effective_n(p2, var2, p)
+    var2 += (model_inflation(m, level) - 1.0) * var_model
+    n1 = effective_n(p1, var1, p)
+    n2 = effective_n(p2, var2, p)
     l1, u1 = wilson_interval(p1, n1, level)
     l2, u2 = wilson_interval(p2, n2, level)
     rho = 0.0

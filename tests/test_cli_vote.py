@@ -253,8 +253,27 @@ def test_k_above_every_repetition_model_is_refused(tmp_path):
         "lower --k")
 
 
+def test_two_control_models_are_warned_of(tmp_path):
+    """With 2 control models the model spread has one degree of freedom: the typical-model
+    intervals under-cover (measured), and the vote says so; 3 models are not warned of."""
+    for models, warned in ((2, True), (3, False)):
+        df = small_table(problems=8, variants=6, samples=4, repetition_models=models)
+        write_run_answers(df, tmp_path / f"r{models}")
+        r = run("vote", tmp_path / f"r{models}", "--bootstrap", 0)
+        assert r.exit_code == 0, r.output
+        assert ("warning: repetition has 2 control models: the spread between models is "
+                "estimated from one degree of freedom (often as 0), so intervals for a "
+                "typical control model cover less than their level; use 3 or more "
+                "(--repetition-models)" in r.output) is warned
+
+
 def test_several_control_models_ci_includes_their_choice(tmp_path):
     df = small_table(problems=20, variants=12, samples=12, repetition_models=4)
+    # One control model far better than the others: a between-model spread the problems'
+    # noise does not explain, at every k.
+    better = (df.condition == "repetition") & (df.model_id == "v000") & (df["sample"] % 3 > 0)
+    df.loc[better, "answer"] = df.loc[better, "gold"]
+    df.loc[better, "correct"] = True
     write_run_answers(df, tmp_path / "r")
     assert run("vote", tmp_path / "r", "--bootstrap", 400).exit_code == 0
     meta = json.loads((tmp_path / "r" / "votes" / "vote.json").read_text())
@@ -270,15 +289,21 @@ def test_several_control_models_ci_includes_their_choice(tmp_path):
     avg = avg[avg.condition == "repetition"].set_index(["problem_id", "k"])["accuracy"]
     mean = long.groupby(["problem_id", "k"])["accuracy"].mean()
     np.testing.assert_allclose(avg.sort_index(), mean.sort_index(), atol=1e-15)
-    # Resampling models as well as problems widens the CI against problems alone.
-    from ensemble.core.bootstrap import percentile_ci, problem_resamples, resampled_means
+    # The between-model component widens the CI against problems alone, exactly where
+    # the models' spread exceeds what the problem noise explains (sigma_b2 > 0).
+    from ensemble.core.proportions import curve_intervals, model_components
 
     curve = pd.read_csv(tmp_path / "r" / "votes" / "curve.csv")
     rep_curve = curve[curve.condition == "repetition"].set_index("k")
     W = avg.unstack("k").to_numpy()
-    lo, hi = percentile_ci(resampled_means(W, problem_resamples(20, 400, 0)), 0.95)
-    assert ((rep_curve.ci_high - rep_curve.ci_low).to_numpy() >= (hi - lo) - 1e-12).all()
-    assert ((rep_curve.ci_high - rep_curve.ci_low).to_numpy() > (hi - lo) + 1e-3).any()
+    lo, hi = curve_intervals(W, 0.95)
+    wide = (rep_curve.ci_high - rep_curve.ci_low).to_numpy()
+    models = long.set_index(["model_id", "problem_id", "k"])["accuracy"].sort_index()
+    spread = np.array([model_components(models.xs(k, level="k").unstack("problem_id")
+                                        .to_numpy())[2] for k in rep_curve.index])
+    assert (spread > 0).any()
+    np.testing.assert_allclose(wide[spread <= 0], (hi - lo)[spread <= 0], atol=1e-12)
+    assert (wide[spread > 0] > (hi - lo)[spread > 0] + 1e-4).all()
 
 
 def test_out_that_is_a_file_or_a_foreign_directory_is_refused_before_reading(tmp_path):
