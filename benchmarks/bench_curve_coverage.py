@@ -16,7 +16,9 @@ The generative model, the pools and the truths are those of
 repetition: a typical control model), with two spreads of model skill: 0.4 (the
 models' own accuracies differ by ~0.06 sd, like the demo's) and 0.8 (~0.12 sd), and a
 third population whose models differ by skill alone (no model x problem blind spot).
-Nothing is asserted: this is a measurement (tests/test_proportions.py checks one case).
+Last, the repetition condition's diversity intervals (rho, the same-model disagreement)
+with and without the control models resampled.  Nothing is asserted: this is a
+measurement (tests/test_proportions.py and tests/test_diversity.py check one case each).
 """
 
 from __future__ import annotations
@@ -74,6 +76,53 @@ def run(pop: Population, size: Size, reps: int, seed: int = 0, boot: int = 1000)
     return rows
 
 
+def diversity_coverage(sd: float, m: int, p: int, n: int, reps: int, boot: int = 400,
+                       seed: int = 0, wrong: int = 5):
+    """Coverage of the repetition condition's rho and same-model disagreement intervals,
+    with the control models resampled (what `ensemble vote` does) and without.
+
+    The generative model of tests/test_diversity.py: P(correct) = expit(skill - difficulty
+    + blind spot); a wrong answer is the model's favourite on the problem with
+    probability 0.6, else one of ``wrong`` at random.  Truths from 2000 x 2000 draws.
+    """
+    from ensemble.core.bootstrap import model_resamples, problem_resamples
+    from ensemble.voting.diversity import diversity, pair_counts
+
+    rng = np.random.default_rng([seed, 5])
+
+    def skills(models, problems):
+        logit = (rng.normal(0, sd, models)[:, None] - rng.normal(0, 1.5, problems)[None, :]
+                 + rng.normal(0, 1.0, (models, problems)))
+        return 1 / (1 + np.exp(-logit))
+
+    q = skills(2000, 2000)
+    pbar = q.mean(axis=0)
+    fav, rest = 0.6 + 0.4 / wrong, 0.4 / wrong
+    truth = {"icc_model": float(q.var(axis=0).sum() / (pbar * (1 - pbar)).sum()),
+             "disagreement_same": float((1 - q ** 2 - (1 - q) ** 2 * (
+                 fav ** 2 + (wrong - 1) * rest ** 2)).mean())}
+    out = {}
+    groups = [f"m{j}" for j in range(m) for _ in range(n)]
+    for r in range(reps):
+        qm = skills(m, p)
+        favourite = rng.integers(1, wrong + 1, size=(m, p))
+        right = rng.random((m, p, n)) < qm[:, :, None]
+        own = rng.random((m, p, n)) < 0.6
+        w = np.where(own, favourite[:, :, None], rng.integers(1, wrong + 1, size=(m, p, n)))
+        codes = np.where(right, 0, w).transpose(1, 0, 2).reshape(p, m * n)
+        pc = pair_counts(codes, np.zeros(p, dtype=int), groups, by_model=True)
+        for how, midx in (("models resampled", model_resamples(m, boot, r)),
+                          ("problems only", None)):
+            d = diversity("repetition", pc, m, committees="model",
+                          idx=problem_resamples(p, boot, r), midx=midx)
+            for name in truth:
+                e = getattr(d, name)
+                c, wd = out.setdefault((name, how), ([], []))
+                c.append(e.low <= truth[name] <= e.high)
+                wd.append(e.high - e.low)
+    return truth, out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=300)
@@ -99,6 +148,17 @@ def main(argv=None) -> None:
                 se = np.sqrt(c.mean() * (1 - c.mean()) / len(c))
                 cells += [f"{c.mean():.3f} ± {se:.3f}", f"{w.mean():.3f}"]
             print(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    print("\n## diversity statistics of the repetition control (rho, same-model "
+          "disagreement)\n")
+    print("| skill sd | M | P | n | statistic | truth | resampled | coverage ± se | width |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+    for sd, m, p, n in ((0.8, 4, 30, 16), (0.4, 16, 200, 6)):
+        truth, out = diversity_coverage(sd, m, p, n, max(50, args.reps // 3), seed=args.seed)
+        for (name, how), (c, wd) in sorted(out.items()):
+            c = np.array(c, dtype=float)
+            se = np.sqrt(c.mean() * (1 - c.mean()) / len(c))
+            print(f"| {sd} | {m} | {p} | {n} | {name} | {truth[name]:.3f} | {how} | "
+                  f"{c.mean():.3f} ± {se:.3f} | {np.mean(wd):.3f} |")
     print(f"\n({time.time() - t0:.0f} s)")
 
 

@@ -102,7 +102,7 @@ def scaling_figure(votes: Votes, fit: FitResult, path: Path) -> Path:
     ax.set_xlabel("committee size k (log scale)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Majority-vote accuracy vs committee size (bands: 95% bootstrap CI)")
+    ax.set_title("Majority-vote accuracy vs committee size (bands: 95% CI)")
     ax.legend(fontsize=7.5, loc="best", framealpha=0.9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -422,13 +422,14 @@ def _caveats(n_problems: int) -> list[str]:
     return ["", "## Caveats", "",
             "- The points of a curve are correlated, not independent: every k averages "
             "over the same problems and voters, so R², AIC and OLS standard errors would "
-            "overstate precision and are not reported. The bootstrap CIs (resampling "
-            "problems, and control models where there are several) are the honest ones.",
+            "overstate precision and are not reported. The CIs (over problems, and control "
+            "models where there are several: Wilson intervals for the curve points, the "
+            "bootstrap for the fits) are the honest ones.",
             f"- With {n_problems} problems (AIME has 30), one problem moves accuracy by "
             f"{1 / max(n_problems, 1):.3f}; CIs are wide and differences of a few points are "
             "within noise.",
-            "- The bootstrap treats voters as fixed; a different population of variants "
-            "would add variance it does not show.",
+            "- The CIs treat the population of variants as fixed; a different population "
+            "would add variance they do not show.",
             "- ln k grows without bound while accuracy cannot pass the coverage (pass@k); "
             "extrapolating the fit beyond the measured k range is not supported by the data.",
             ""]

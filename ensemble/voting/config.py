@@ -48,7 +48,8 @@ class VoteConfig(StrictConfig):
     committees: int = setting(1000, "Monte-Carlo committees per k.")
     seed: int = setting(0, "Seeds Monte-Carlo committees and the bootstrap.")
     # 1000 resamples give stable 95% percentile CIs
-    bootstrap: int = setting(1000, "Bootstrap resamples over problems (0 to skip).")
+    bootstrap: int = setting(1000, "Bootstrap resamples over problems for the diversity "
+                             "statistics and the fits (0 to skip; the curve's CIs need none).")
     ci: float = setting(0.95, "Confidence level of every interval.")
     force: bool = setting(False, "Replace votes of another input in --out.")
 
