@@ -514,14 +514,12 @@ def _train_on(cfg: TrainConfig, vp: VariantPlan, plan: Plan, tmp: Path, progress
         model.unload()
         # Should anything keep this frame alive (a traceback), it must not keep the base.
         model = base = None  # noqa: F841
-        if device == "cuda":
-            from ensemble.core.engines import free_memory
+        from ensemble.core.engines import free_memory
 
-            # The trainer's optimiser state, gradients and activations are garbage now:
-            # back to the GPU (the engine's shutdown above freed memory before they were).
-            free_memory()
-        else:
-            gc.collect()
+        # The trainer's optimiser state, gradients and activations are garbage now:
+        # collected, and on CUDA back to the GPU (the engine's shutdown above freed
+        # memory before they were garbage).
+        free_memory()
 
 
 def release_base() -> None:

@@ -51,12 +51,15 @@ def train_index(cfg_dict: dict, index: int, progress: bool = False) -> VariantRe
         return VariantResult(vp.id, "failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def train_part(cfg_dict: dict, indices: list[int]) -> list[VariantResult]:
-    """Train the variants ``indices`` with the population trainer in this process (a
-    local worker's share); a failure before a variant was reported fails it."""
+def train_share(cfg_dict: dict, indices: list[int]) -> list[VariantResult]:
+    """Train a local worker's share ``indices`` in this process: variant after variant,
+    or with the population trainer together; a failure before a variant was reported
+    fails it."""
+    cfg = TrainConfig.from_dict(cfg_dict)
+    if cfg.trainer != "population":
+        return [train_index(cfg_dict, i) for i in indices]
     from train_variants.population import launch_population
 
-    cfg = TrainConfig.from_dict(cfg_dict)
     results: list[VariantResult] = []
     try:
         launch_population(cfg, _plan_for(cfg), indices, results.append, progress=False)
@@ -190,20 +193,16 @@ def run_pool(cfg: TrainConfig, indices: list[int],
     cfg_dict = cfg.to_dict()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(slots, threads, device)) as pool:
-        if population:
-            futures = {pool.submit(train_part, cfg_dict, share): share for share in shares}
-        else:
-            futures = {pool.submit(train_index, cfg_dict, i): [i] for i in indices}
+        futures = {pool.submit(train_share, cfg_dict, share): share for share in shares}
         for fut in as_completed(futures):
             try:
-                result = fut.result()
+                results = fut.result()
             except BrokenProcessPool as exc:
                 # A worker died (killed, out of memory): its variants and the ones queued
                 # behind it are not done; a rerun trains them.
-                for i in futures[fut]:
-                    report(VariantResult(f"v{i:03d}", "failed", error=f"worker died: {exc}"))
-                continue
-            for r in result if isinstance(result, list) else [result]:
+                results = [VariantResult(f"v{i:03d}", "failed", error=f"worker died: {exc}")
+                           for i in futures[fut]]
+            for r in results:
                 report(r)
 
 

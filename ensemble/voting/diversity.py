@@ -100,24 +100,19 @@ def _pairs(x: np.ndarray) -> np.ndarray:
     return x * (x - 1)
 
 
-def _agreeing_pairs(codes: np.ndarray) -> np.ndarray:
-    """Ordered pairs of answered voters with the same answer, per problem (row)."""
-    P = codes.shape[0]
-    ok = codes >= 0
-    if not ok.any():
-        return np.zeros(P, dtype=np.int64)
-    width = int(codes.max()) + 1
-    rows = np.broadcast_to(np.arange(P)[:, None], codes.shape)
-    counts = np.bincount((rows[ok] * width + codes[ok]), minlength=P * width).reshape(P, width)
-    return _pairs(counts).sum(axis=1)
-
-
 def _histograms(codes: np.ndarray, width: int) -> np.ndarray:
     """Answer counts per problem, shape (problems, width); -1 (no answer) left out."""
     P = codes.shape[0]
     ok = codes >= 0
     rows = np.broadcast_to(np.arange(P)[:, None], codes.shape)
     return np.bincount(rows[ok] * width + codes[ok], minlength=P * width).reshape(P, width)
+
+
+def _agreeing_pairs(codes: np.ndarray) -> np.ndarray:
+    """Ordered pairs of answered voters with the same answer, per problem (row)."""
+    if not (codes >= 0).any():
+        return np.zeros(codes.shape[0], dtype=np.int64)
+    return _pairs(_histograms(codes, int(codes.max()) + 1)).sum(axis=1)
 
 
 def pair_counts(codes: np.ndarray, gold: np.ndarray, groups, by_model: bool = False
@@ -158,26 +153,22 @@ def pair_counts(codes: np.ndarray, gold: np.ndarray, groups, by_model: bool = Fa
     right = codes == gold[:, None]
     answered = codes >= 0
     P = codes.shape[0]
-    z = np.zeros(P, dtype=np.int64)
-    same_pairs, same_right, same_ans, same_agree = z.copy(), z.copy(), z.copy(), z.copy()
-    sizes, rows = [], []
-    for g in dict.fromkeys(labels):  # first-seen order; sums do not depend on it
-        cols = labels == g
-        sizes.append(int(cols.sum()))
-        agree = _agreeing_pairs(codes[:, cols])
-        rows.append((np.full(P, cols.sum(), dtype=np.int64), right[:, cols].sum(axis=1),
-                     answered[:, cols].sum(axis=1), agree, cols))
-        same_pairs += _pairs(rows[-1][0])
-        same_right += _pairs(rows[-1][1])
-        same_ans += _pairs(rows[-1][2])
-        same_agree += agree
+    # One row per model, in first-seen order (the sums do not depend on it).
+    groups = [labels == g for g in dict.fromkeys(labels)]
+    sizes = [int(cols.sum()) for cols in groups]
+    per_n = np.array([np.full(P, size, dtype=np.int64) for size in sizes])  # (M, P)
+    per_right = np.array([right[:, cols].sum(axis=1) for cols in groups])
+    per_ans = np.array([answered[:, cols].sum(axis=1) for cols in groups])
+    per_agree = np.array([_agreeing_pairs(codes[:, cols]) for cols in groups])
+    same_pairs, same_right = _pairs(per_n).sum(axis=0), _pairs(per_right).sum(axis=0)
+    same_ans, same_agree = _pairs(per_ans).sum(axis=0), per_agree.sum(axis=0)
     models = None
     if by_model:
-        width = int(codes.max()) + 1 if (codes >= 0).any() else 1
-        hist = np.stack([_histograms(codes[:, r[4]], width) for r in rows])  # (M, P, W)
+        width = int(codes.max()) + 1 if answered.any() else 1
+        hist = np.stack([_histograms(codes[:, cols], width) for cols in groups])  # (M, P, W)
         agree = np.einsum("apw,bpw->abp", hist, hist)
-        agree[np.arange(len(rows)), np.arange(len(rows))] = 0
-        models = ModelCounts(*(np.stack([r[j] for r in rows]) for j in range(4)), agree=agree)
+        agree[np.arange(len(groups)), np.arange(len(groups))] = 0
+        models = ModelCounts(per_n, per_right, per_ans, per_agree, agree)
     n = np.full(P, codes.shape[1], dtype=np.int64)
     S = right.sum(axis=1)
     total_ans = _pairs(answered.sum(axis=1))
@@ -343,8 +334,8 @@ def _icc_problem(pc: PairCounts):
         return (bb.mean(axis=-1) - p2) / (s / P - p2)
 
 
-def _icc_model(pc: PairCounts, cross: PairCounts, own: bool):
-    """``sum_i (P_same_i - P_cross_i) / sum_i (p_i - P_cross_i)`` over the problems with
+def _icc_model_terms(pc: PairCounts, cross: PairCounts, own: bool):
+    """``(sum_i (P_same_i - P_cross_i), sum_i (p_i - P_cross_i))`` over the problems with
     both kinds of pairs; ``p_i`` from ``pc`` when ``own``, else from ``cross`` (the
     reference population's voters)."""
     same_ok = pc.same_pairs > 0
@@ -353,8 +344,13 @@ def _icc_model(pc: PairCounts, cross: PairCounts, own: bool):
     p_cross = np.where(both, cross.cross_both_correct / np.where(both, cross.cross_pairs, 1), 0)
     src = pc if own else cross
     p = np.where(both, src.correct / src.n, 0)
+    return (p_same - p_cross).sum(axis=-1), (p - p_cross).sum(axis=-1)
+
+
+def _icc_model(pc: PairCounts, cross: PairCounts, own: bool):
+    num, den = _icc_model_terms(pc, cross, own)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (p_same - p_cross).sum(axis=-1) / (p - p_cross).sum(axis=-1)
+        return num / den
 
 
 def _estimate(stat, value, boot, level) -> Estimate:
@@ -438,15 +434,10 @@ def diversity(condition: str, pc: PairCounts, n_models: int, *, committees: str 
     # The reference population (a fixed pool) is resampled over the same problems only.
     cross_boot = (resampled_counts(cross, idx) if ref_name else boot) if resample else None
     icc_model = None
-    both = (pc.same_pairs > 0) & (cross.cross_pairs > 0)
-    if both.any():
-        src = cross if ref_name else pc
-        p = np.where(both, src.correct / src.n, 0)
-        p_cross = np.where(both, cross.cross_both_correct / np.where(both, cross.cross_pairs, 1), 0)
-        if (p - p_cross).sum() > 0:
-            value = _icc_model(pc, cross, own=not ref_name)
-            icc_model = _estimate(lambda b: _icc_model(b[0], b[1], own=not ref_name), value,
-                                  None if boot is None else (boot, cross_boot), level)
+    num, den = _icc_model_terms(pc, cross, own=not ref_name)
+    if ((pc.same_pairs > 0) & (cross.cross_pairs > 0)).any() and den > 0:
+        icc_model = _estimate(lambda b: _icc_model(b[0], b[1], own=not ref_name), num / den,
+                              None if boot is None else (boot, cross_boot), level)
     stats = {}
     for name, stat, den in (("disagreement_cross", _disagreement_cross, pc.cross_answered),
                             ("disagreement_same", _disagreement_same, pc.same_answered)):

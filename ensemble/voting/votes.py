@@ -245,8 +245,8 @@ def _curve_row(name: str, c: ConditionResult, n_problems: int,
     Each CI is Wilson's with the effective sample size of a crossed design
     (:func:`ensemble.core.proportions.curve_intervals`): with several control models it
     includes the choice of control model, its between-model part on M - 1 degrees of
-    freedom.  (The percentile bootstrap over problems and models covered 0.87-0.92 for
-    4 control models of visibly different accuracy; docs/results.md.)
+    freedom.  (The percentile bootstrap over problems and models covered 0.89-0.91 for
+    4 control models that differ by skill alone; docs/results.md.)
     """
     lo, hi = curve_intervals(c.model_per_problem, cfg.ci)
     plo, phi = curve_intervals(c.model_pass_k, cfg.ci)
